@@ -1,0 +1,42 @@
+//! `demo`: the main job on a built-in default. Converts the bundled trained tiny llm-jp model
+//! (or, when the binary runs away from its source tree, a generated one) and shows the result.
+
+use crate::convert::{self, OutType};
+use crate::inspect;
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+pub fn bundled_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/llmjp-jglue-tiny")
+}
+
+pub fn run(out_dir: &Path, quiet: bool) -> Result<String> {
+    std::fs::create_dir_all(out_dir)?;
+    let mut model = bundled_model();
+    let mut log = String::new();
+    if !model.join("config.json").exists() {
+        model = out_dir.join("synth-dense");
+        crate::synth::write_model(&crate::synth::Spec::preset("dense")?, &model, true)?;
+        log.push_str(&format!("bundled model not found; generated {}\n", model.display()));
+    }
+    log.push_str(&format!("model: {}\n", model.display()));
+    for outtype in [OutType::Auto, OutType::Q8_0] {
+        let out = out_dir.join(format!("llmjp-jglue-tiny.{}.gguf", format!("{outtype:?}").to_lowercase()));
+        let opts = convert::Options { outtype, force: true, quiet, ..Default::default() };
+        let r = convert::to_gguf(&model, &out, &opts)?;
+        log.push_str(&format!(
+            "wrote {} ({}, {} tensors, {} bytes, {:.2}s)\n  sha256 {}\n",
+            r.output.display(),
+            r.outtype,
+            r.tensors,
+            r.bytes,
+            r.seconds,
+            r.sha256
+        ));
+    }
+    let first = out_dir.join("llmjp-jglue-tiny.auto.gguf");
+    let summary = inspect::inspect(&first, false, 6)?;
+    log.push_str("\n");
+    log.push_str(&summary);
+    Ok(log)
+}

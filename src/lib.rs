@@ -1,0 +1,16 @@
+//! llmjp-convert: LLM-jp Hugging Face checkpoints to GGUF (and, later, quantized formats),
+//! with the data flowing one way: hf (read) -> convert::plan (map) -> quant (transform) ->
+//! gguf (write) -> verify.
+
+pub mod convert;
+pub mod demo;
+pub mod gguf;
+pub mod hf;
+pub mod inspect;
+#[cfg(feature = "oracle")]
+pub mod oracle;
+pub mod output;
+pub mod progress;
+pub mod quant;
+pub mod synth;
+pub mod vocab;

@@ -1,0 +1,27 @@
+//! Q8_0: blocks of 32 weights, an f16 scale d = absmax/127 and 32 signed bytes round(x/d).
+//! Matches ggml's `quantize_row_q8_0_ref`: the scale is computed in f32, the quants use the f32
+//! reciprocal (not the f16-rounded scale), and rounding is C's roundf (half away from zero).
+
+use half::f16;
+
+pub const QK: usize = 32;
+pub const BLOCK_BYTES: usize = 34;
+
+pub fn quantize_row(x: &[f32], out: &mut Vec<u8>) {
+    debug_assert_eq!(x.len() % QK, 0);
+    for b in x.chunks_exact(QK) {
+        let amax = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+        // f32::round is roundf: half away from zero, as ggml's reference uses.
+        out.extend(b.iter().map(|&v| (v * id).round() as i8 as u8));
+    }
+}
+
+pub fn dequantize_row(blocks: &[u8], out: &mut Vec<f32>) {
+    for b in blocks.chunks_exact(BLOCK_BYTES) {
+        let d = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+        out.extend(b[2..].iter().map(|&q| q as i8 as f32 * d));
+    }
+}
