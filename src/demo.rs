@@ -17,12 +17,23 @@ pub fn run(out_dir: &Path, quiet: bool) -> Result<String> {
     if !model.join("config.json").exists() {
         model = out_dir.join("synth-dense");
         crate::synth::write_model(&crate::synth::Spec::preset("dense")?, &model, true)?;
-        log.push_str(&format!("bundled model not found; generated {}\n", model.display()));
+        log.push_str(&format!(
+            "bundled model not found; generated {}\n",
+            model.display()
+        ));
     }
     log.push_str(&format!("model: {}\n", model.display()));
     for outtype in [OutType::Auto, OutType::Q8_0] {
-        let out = out_dir.join(format!("llmjp-jglue-tiny.{}.gguf", format!("{outtype:?}").to_lowercase()));
-        let opts = convert::Options { outtype, force: true, quiet, ..Default::default() };
+        let out = out_dir.join(format!(
+            "llmjp-jglue-tiny.{}.gguf",
+            format!("{outtype:?}").to_lowercase()
+        ));
+        let opts = convert::Options {
+            outtype,
+            force: true,
+            quiet,
+            ..Default::default()
+        };
         let r = convert::to_gguf(&model, &out, &opts)?;
         log.push_str(&format!(
             "wrote {} ({}, {} tensors, {} bytes, {:.2}s)\n  sha256 {}\n",
@@ -36,7 +47,7 @@ pub fn run(out_dir: &Path, quiet: bool) -> Result<String> {
     }
     let first = out_dir.join("llmjp-jglue-tiny.auto.gguf");
     let summary = inspect::inspect(&first, false, 6)?;
-    log.push_str("\n");
+    log.push('\n');
     log.push_str(&summary);
     Ok(log)
 }

@@ -11,7 +11,9 @@ pub fn is_gguf(path: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 4];
     path.is_file()
-        && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+        && std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
         && &magic == b"GGUF"
 }
 
@@ -27,7 +29,9 @@ fn gguf(path: &Path, as_json: bool, max_items: usize) -> Result<String> {
     let g = GgufFile::open(path)?;
     if as_json {
         let kv: serde_json::Map<String, serde_json::Value> =
-            g.kv.iter().map(|(k, v)| (k.clone(), v.to_json(max_items))).collect();
+            g.kv.iter()
+                .map(|(k, v)| (k.clone(), v.to_json(max_items)))
+                .collect();
         let tensors: Vec<_> = g
             .tensors
             .iter()
@@ -38,8 +42,17 @@ fn gguf(path: &Path, as_json: bool, max_items: usize) -> Result<String> {
         return Ok(serde_json::to_string_pretty(&doc)?);
     }
     let mut s = String::new();
-    writeln!(s, "{}: GGUF v{}, {} bytes, {} metadata keys, {} tensors, data at {} (alignment {})",
-        path.display(), g.version, g.file_len(), g.kv.len(), g.tensors.len(), g.data_offset, g.alignment)?;
+    writeln!(
+        s,
+        "{}: GGUF v{}, {} bytes, {} metadata keys, {} tensors, data at {} (alignment {})",
+        path.display(),
+        g.version,
+        g.file_len(),
+        g.kv.len(),
+        g.tensors.len(),
+        g.data_offset,
+        g.alignment
+    )?;
     writeln!(s, "\nmetadata:")?;
     for (k, v) in &g.kv {
         writeln!(s, "  {k:<44} {}", v.summary())?;
@@ -47,8 +60,15 @@ fn gguf(path: &Path, as_json: bool, max_items: usize) -> Result<String> {
     writeln!(s, "\ntensors:")?;
     let mut by_type = std::collections::BTreeMap::<&str, (usize, u64)>::new();
     for t in &g.tensors {
-        writeln!(s, "  {:<32} {:<5} {:<24} {:>12} bytes @ {}", t.info.name, t.info.ty.name(),
-            format!("{:?}", t.info.dims), t.n_bytes, t.offset)?;
+        writeln!(
+            s,
+            "  {:<32} {:<5} {:<24} {:>12} bytes @ {}",
+            t.info.name,
+            t.info.ty.name(),
+            format!("{:?}", t.info.dims),
+            t.n_bytes,
+            t.offset
+        )?;
         let e = by_type.entry(t.info.ty.name()).or_default();
         e.0 += 1;
         e.1 += t.n_bytes;
@@ -81,16 +101,32 @@ fn safetensors(path: &Path, as_json: bool) -> Result<String> {
         return Ok(serde_json::to_string_pretty(&doc)?);
     }
     let mut s = String::new();
-    writeln!(s, "{}: safetensors, {} shard(s), {} tensors, {} bytes of tensor data",
-        path.display(), ck.shards.len(), ck.tensors.len(), total)?;
+    writeln!(
+        s,
+        "{}: safetensors, {} shard(s), {} tensors, {} bytes of tensor data",
+        path.display(),
+        ck.shards.len(),
+        ck.tensors.len(),
+        total
+    )?;
     if let Some(c) = cfg {
-        writeln!(s, "config: {} layers {} hidden {} heads {} kv heads {} head_dim {} ffn {} vocab {} experts {}/{}",
-            c.architecture, c.n_layer, c.hidden, c.n_head, c.n_head_kv, c.head_dim, c.ffn, c.vocab_size,
-            c.n_expert_used, c.n_expert)?;
+        writeln!(
+            s,
+            "config: {} layers {} hidden {} heads {} kv heads {} head_dim {} ffn {} vocab {} experts {}/{}",
+            c.architecture,
+            c.n_layer,
+            c.hidden,
+            c.n_head,
+            c.n_head_kv,
+            c.head_dim,
+            c.ffn,
+            c.vocab_size,
+            c.n_expert_used,
+            c.n_expert
+        )?;
     }
     for t in ck.tensors.values() {
         writeln!(s, "  {:<60} {:<5} {:?}", t.name, t.dtype.name(), t.shape)?;
     }
     Ok(s)
 }
-

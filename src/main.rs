@@ -4,7 +4,11 @@ use llmjp_convert::{convert, demo, inspect, synth};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "llmjp-convert", version, about = "Convert LLM-jp Hugging Face checkpoints to GGUF, and prove nothing was lost")]
+#[command(
+    name = "llmjp-convert",
+    version,
+    about = "Convert LLM-jp Hugging Face checkpoints to GGUF, and prove nothing was lost"
+)]
 struct Cli {
     /// Worker threads (default: all cores). Output bytes do not depend on it.
     #[arg(long, global = true)]
@@ -77,7 +81,16 @@ enum Cmd {
 fn run(cli: Cli) -> Result<()> {
     let quiet = cli.quiet;
     match cli.cmd {
-        Cmd::ToGguf { model_dir, output, outtype, force, no_hf_tokenizer_json, no_checksum, name, json } => {
+        Cmd::ToGguf {
+            model_dir,
+            output,
+            outtype,
+            force,
+            no_hf_tokenizer_json,
+            no_checksum,
+            name,
+            json,
+        } => {
             let opts = convert::Options {
                 outtype,
                 hf_tokenizer_json: !no_hf_tokenizer_json,
@@ -102,9 +115,18 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Cmd::Inspect { path, json, max_items } => print!("{}", inspect::inspect(&path, json, max_items)?),
+        Cmd::Inspect {
+            path,
+            json,
+            max_items,
+        } => print!("{}", inspect::inspect(&path, json, max_items)?),
         Cmd::Demo { out_dir } => print!("{}", demo::run(&out_dir, quiet)?),
-        Cmd::Synth { preset, output, force, seed } => {
+        Cmd::Synth {
+            preset,
+            output,
+            force,
+            seed,
+        } => {
             let mut spec = synth::Spec::preset(&preset)?;
             if let Some(s) = seed {
                 spec.seed = s;

@@ -161,8 +161,8 @@ unsafe extern "C" fn log_callback(
         let mut logs = logs();
         // A CONT entry continues the previous message; so does a message whose
         // predecessor did not end its line yet.
-        let continues = level == sys::GGML_LOG_LEVEL_CONT
-            || logs.last().is_some_and(|l| !l.ends_with('\n'));
+        let continues =
+            level == sys::GGML_LOG_LEVEL_CONT || logs.last().is_some_and(|l| !l.ends_with('\n'));
         match logs.last_mut() {
             Some(last) if continues => last.push_str(&text),
             _ => {
@@ -535,11 +535,7 @@ impl Model {
         // SAFETY: all batch arrays have `n` elements and outlive the call;
         // llama_decode copies what it needs.
         let rc = unsafe { sys::llama_decode(self.ctx.as_ptr(), batch) };
-        ensure!(
-            rc == 0,
-            "llama_decode returned {rc}: {}",
-            logs_since(mark)
-        );
+        ensure!(rc == 0, "llama_decode returned {rc}: {}", logs_since(mark));
         Ok(())
     }
 
@@ -582,8 +578,7 @@ impl Model {
         }
         self.decode_at(ids, 0)?;
         loop {
-            let tok = argmax(self.last_logits_slice()?)
-                .context("all logits are NaN")? as i32;
+            let tok = argmax(self.last_logits_slice()?).context("all logits are NaN")? as i32;
             out.push(tok);
             // SAFETY: valid vocab; `tok` is within 0..n_vocab.
             let eog = unsafe { sys::llama_vocab_is_eog(self.vocab(), tok) };
@@ -867,7 +862,7 @@ pub fn ggml_row_size(ty: i32, n: usize) -> Result<usize> {
     let t = check_type(ty)?;
     let blck = ggml_blck_size(ty)?;
     ensure!(
-        n % blck == 0,
+        n.is_multiple_of(blck),
         "{n} elements are not a multiple of the block size {blck} of ggml type {ty}"
     );
     let n = i64::try_from(n).context("row too long")?;
@@ -907,7 +902,7 @@ pub fn ggml_quantize(
     );
     ensure!(n_per_row > 0, "n_per_row must be positive");
     ensure!(
-        src.len() % n_per_row == 0,
+        src.len().is_multiple_of(n_per_row),
         "{} values are not a whole number of rows of {n_per_row}",
         src.len()
     );
@@ -1120,7 +1115,9 @@ pub fn gguf_summary(path: &Path) -> Result<GgufSummary> {
                     if elem_type == gguf_type::STRING {
                         GgufValue::StrArray(
                             (0..len)
-                                .map(|j| cstr_lossy(sys::gguf_get_arr_str(c, i, j)).unwrap_or_default())
+                                .map(|j| {
+                                    cstr_lossy(sys::gguf_get_arr_str(c, i, j)).unwrap_or_default()
+                                })
                                 .collect(),
                         )
                     } else if let Some(es) = gguf_elem_size(elem_type) {

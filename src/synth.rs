@@ -15,8 +15,10 @@ use rayon::prelude::*;
 use std::path::Path;
 
 pub const TOKENIZER_JSON: &[u8] = include_bytes!("../fixtures/tokenizer/tokenizer.json");
-pub const TOKENIZER_CONFIG_JSON: &[u8] = include_bytes!("../fixtures/tokenizer/tokenizer_config.json");
-pub const SPECIAL_TOKENS_MAP_JSON: &[u8] = include_bytes!("../fixtures/tokenizer/special_tokens_map.json");
+pub const TOKENIZER_CONFIG_JSON: &[u8] =
+    include_bytes!("../fixtures/tokenizer/tokenizer_config.json");
+pub const SPECIAL_TOKENS_MAP_JSON: &[u8] =
+    include_bytes!("../fixtures/tokenizer/special_tokens_map.json");
 
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -59,7 +61,14 @@ impl Spec {
             // Multi-head attention, bf16, one file: the llm-jp-3 1.8b..13b layout in miniature.
             "dense" => base,
             // Grouped-query attention with head_dim (32) != hidden / heads (16), stored as f32.
-            "gqa" => Spec { n_head_kv: 2, head_dim: Some(32), ffn: 96, dtype: Dtype::F32, seed: 7, ..base },
+            "gqa" => Spec {
+                n_head_kv: 2,
+                head_dim: Some(32),
+                ffn: 96,
+                dtype: Dtype::F32,
+                seed: 7,
+                ..base
+            },
             // Mixtral-style 8-expert top-2 MoE, as llm-jp-3-8x1.8b.
             "moe" => Spec {
                 arch: Arch::Mixtral,
@@ -70,7 +79,13 @@ impl Spec {
                 ..base
             },
             // Three shards with model.safetensors.index.json, stored as f16.
-            "sharded" => Spec { n_layer: 3, dtype: Dtype::F16, shards: 3, seed: 3, ..base },
+            "sharded" => Spec {
+                n_layer: 3,
+                dtype: Dtype::F16,
+                shards: 3,
+                seed: 3,
+                ..base
+            },
             // llm-jp-3-1.8b's shapes (3.7 GB bf16), for benchmarks.
             "1.8b" => Spec {
                 n_layer: 24,
@@ -81,7 +96,10 @@ impl Spec {
                 seed: 18,
                 ..base
             },
-            other => bail!("unknown preset {other:?} (expected one of {})", PRESETS.join(", ")),
+            other => bail!(
+                "unknown preset {other:?} (expected one of {})",
+                PRESETS.join(", ")
+            ),
         })
     }
 
@@ -138,17 +156,44 @@ impl Spec {
     /// (name, torch shape, init) in checkpoint order.
     fn tensors(&self) -> Vec<(String, Vec<usize>, Init)> {
         let (h, f, v) = (self.hidden, self.ffn, self.vocab);
-        let (q, kv) = (self.n_head * self.head_dim(), self.n_head_kv * self.head_dim());
+        let (q, kv) = (
+            self.n_head * self.head_dim(),
+            self.n_head_kv * self.head_dim(),
+        );
         let s = |fan_in: usize, k: f32| Init::Normalish(k / (fan_in as f32).sqrt());
-        let mut t = vec![("model.embed_tokens.weight".to_string(), vec![v, h], Init::Normalish(1.0))];
+        let mut t = vec![(
+            "model.embed_tokens.weight".to_string(),
+            vec![v, h],
+            Init::Normalish(1.0),
+        )];
         for i in 0..self.n_layer {
             let p = format!("model.layers.{i}");
             t.push((format!("{p}.input_layernorm.weight"), vec![h], Init::Norm));
-            t.push((format!("{p}.self_attn.q_proj.weight"), vec![q, h], s(h, 1.5)));
-            t.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, h], s(h, 1.5)));
-            t.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, h], s(h, 1.0)));
-            t.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q], s(q, 1.0)));
-            t.push((format!("{p}.post_attention_layernorm.weight"), vec![h], Init::Norm));
+            t.push((
+                format!("{p}.self_attn.q_proj.weight"),
+                vec![q, h],
+                s(h, 1.5),
+            ));
+            t.push((
+                format!("{p}.self_attn.k_proj.weight"),
+                vec![kv, h],
+                s(h, 1.5),
+            ));
+            t.push((
+                format!("{p}.self_attn.v_proj.weight"),
+                vec![kv, h],
+                s(h, 1.0),
+            ));
+            t.push((
+                format!("{p}.self_attn.o_proj.weight"),
+                vec![h, q],
+                s(q, 1.0),
+            ));
+            t.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                vec![h],
+                Init::Norm,
+            ));
             match self.arch {
                 Arch::Llama => {
                     t.push((format!("{p}.mlp.gate_proj.weight"), vec![f, h], s(h, 1.0)));
@@ -156,7 +201,11 @@ impl Spec {
                     t.push((format!("{p}.mlp.down_proj.weight"), vec![h, f], s(f, 1.0)));
                 }
                 Arch::Mixtral => {
-                    t.push((format!("{p}.block_sparse_moe.gate.weight"), vec![self.n_expert, h], s(h, 2.0)));
+                    t.push((
+                        format!("{p}.block_sparse_moe.gate.weight"),
+                        vec![self.n_expert, h],
+                        s(h, 2.0),
+                    ));
                     for e in 0..self.n_expert {
                         let x = format!("{p}.block_sparse_moe.experts.{e}");
                         t.push((format!("{x}.w1.weight"), vec![f, h], s(h, 1.0)));
@@ -197,7 +246,9 @@ impl Rng {
 }
 
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 const GEN_CHUNK: usize = 1 << 18;
@@ -206,21 +257,23 @@ fn gen_tensor(name: &str, n: usize, init: Init, dtype: Dtype, seed: u64) -> Vec<
     let base = seed ^ fnv1a(name);
     let es = dtype.size();
     let mut out = vec![0u8; n * es];
-    out.par_chunks_mut(GEN_CHUNK * es).enumerate().for_each(|(c, buf)| {
-        let mut rng = Rng(base.wrapping_add((c as u64).wrapping_mul(0xA24B_AED4_963E_E407)));
-        for o in buf.chunks_exact_mut(es) {
-            let u = rng.uniform();
-            let x = match init {
-                Init::Normalish(std) => u * std * 3f32.sqrt(),
-                Init::Norm => 1.0 + 0.5 * u,
-            };
-            match dtype {
-                Dtype::BF16 => o.copy_from_slice(&bf16::from_f32(x).to_bits().to_le_bytes()),
-                Dtype::F16 => o.copy_from_slice(&f16::from_f32(x).to_bits().to_le_bytes()),
-                _ => o.copy_from_slice(&x.to_le_bytes()),
+    out.par_chunks_mut(GEN_CHUNK * es)
+        .enumerate()
+        .for_each(|(c, buf)| {
+            let mut rng = Rng(base.wrapping_add((c as u64).wrapping_mul(0xA24B_AED4_963E_E407)));
+            for o in buf.chunks_exact_mut(es) {
+                let u = rng.uniform();
+                let x = match init {
+                    Init::Normalish(std) => u * std * 3f32.sqrt(),
+                    Init::Norm => 1.0 + 0.5 * u,
+                };
+                match dtype {
+                    Dtype::BF16 => o.copy_from_slice(&bf16::from_f32(x).to_bits().to_le_bytes()),
+                    Dtype::F16 => o.copy_from_slice(&f16::from_f32(x).to_bits().to_le_bytes()),
+                    _ => o.copy_from_slice(&x.to_le_bytes()),
+                }
             }
-        }
-    });
+        });
     out
 }
 
@@ -232,13 +285,20 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn write_model(spec: &Spec, dir: &Path, force: bool) -> Result<()> {
     if dir.exists() {
         if !force {
-            bail!("{}: output exists (use --force to overwrite)", dir.display());
+            bail!(
+                "{}: output exists (use --force to overwrite)",
+                dir.display()
+            );
         }
     } else {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
     }
     let tensors = spec.tensors();
-    let total: usize = tensors.iter().map(|(_, s, _)| s.iter().product::<usize>() * spec.dtype.size()).sum();
+    let total: usize = tensors
+        .iter()
+        .map(|(_, s, _)| s.iter().product::<usize>() * spec.dtype.size())
+        .sum();
     let per_shard = total.div_ceil(spec.shards);
     // Greedy split in checkpoint order, as transformers' save_pretrained does.
     let mut groups: Vec<Vec<usize>> = vec![Vec::new()];
@@ -262,7 +322,11 @@ pub fn write_model(spec: &Spec, dir: &Path, force: bool) -> Result<()> {
         };
         let decls: Vec<Decl> = idx
             .iter()
-            .map(|&i| Decl { name: tensors[i].0.clone(), dtype: spec.dtype, shape: tensors[i].1.clone() })
+            .map(|&i| Decl {
+                name: tensors[i].0.clone(),
+                dtype: spec.dtype,
+                shape: tensors[i].1.clone(),
+            })
             .collect();
         let path = dir.join(&fname);
         check_output_path(&path, true, &[])?;
@@ -270,23 +334,39 @@ pub fn write_model(spec: &Spec, dir: &Path, force: bool) -> Result<()> {
         let mut w = SafetensorsWriter::new(file.writer(), &decls, &[("format", "pt")])?;
         for &i in idx {
             let (name, shape, init) = &tensors[i];
-            w.write_tensor(&gen_tensor(name, shape.iter().product(), *init, spec.dtype, spec.seed))?;
+            w.write_tensor(&gen_tensor(
+                name,
+                shape.iter().product(),
+                *init,
+                spec.dtype,
+                spec.seed,
+            ))?;
             weight_map.insert(name.clone(), fname.clone().into());
         }
         w.finish()?;
         file.commit()?;
     }
     if spec.shards > 1 {
-        let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-        write_file(&dir.join("model.safetensors.index.json"), serde_json::to_string_pretty(&index)?.as_bytes())?;
+        let index =
+            serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+        write_file(
+            &dir.join("model.safetensors.index.json"),
+            serde_json::to_string_pretty(&index)?.as_bytes(),
+        )?;
     }
-    write_file(&dir.join("config.json"), serde_json::to_string_pretty(&spec.config_json())?.as_bytes())?;
+    write_file(
+        &dir.join("config.json"),
+        serde_json::to_string_pretty(&spec.config_json())?.as_bytes(),
+    )?;
     write_file(
         &dir.join("generation_config.json"),
         br#"{"bos_token_id": 1, "eos_token_id": 2}"#,
     )?;
     write_file(&dir.join("tokenizer.json"), TOKENIZER_JSON)?;
     write_file(&dir.join("tokenizer_config.json"), TOKENIZER_CONFIG_JSON)?;
-    write_file(&dir.join("special_tokens_map.json"), SPECIAL_TOKENS_MAP_JSON)?;
+    write_file(
+        &dir.join("special_tokens_map.json"),
+        SPECIAL_TOKENS_MAP_JSON,
+    )?;
     Ok(())
 }

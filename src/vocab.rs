@@ -57,8 +57,12 @@ fn token_name(cfg: &J, key: &str) -> Option<String> {
 impl Vocab {
     pub fn load(dir: &Path, n_rows: usize) -> Result<Self> {
         let tj_path = dir.join("tokenizer.json");
-        let hf_json = std::fs::read_to_string(&tj_path)
-            .with_context(|| format!("{}: cannot read (llm-jp checkpoints ship it)", tj_path.display()))?;
+        let hf_json = std::fs::read_to_string(&tj_path).with_context(|| {
+            format!(
+                "{}: cannot read (llm-jp checkpoints ship it)",
+                tj_path.display()
+            )
+        })?;
         let tj: J = serde_json::from_str(&hf_json)
             .with_context(|| format!("{}: invalid JSON", tj_path.display()))?;
         let cfg_path = dir.join("tokenizer_config.json");
@@ -67,7 +71,8 @@ impl Vocab {
                 .with_context(|| format!("{}: invalid JSON", cfg_path.display()))?,
             Err(_) => J::Null,
         };
-        Self::from_json(&tj, &cfg, n_rows, hf_json).with_context(|| format!("{}", tj_path.display()))
+        Self::from_json(&tj, &cfg, n_rows, hf_json)
+            .with_context(|| format!("{}", tj_path.display()))
     }
 
     pub fn from_json(tj: &J, cfg: &J, n_rows: usize, hf_json: String) -> Result<Self> {
@@ -77,14 +82,26 @@ impl Vocab {
             kind == "Unigram",
             "tokenizer model type {kind:?} is not supported (llm-jp uses Unigram)"
         );
-        let vocab = model.get("vocab").and_then(|v| v.as_array()).context("no Unigram vocab")?;
-        let unk = model.get("unk_id").and_then(|v| v.as_u64()).map(|v| v as u32);
+        let vocab = model
+            .get("vocab")
+            .and_then(|v| v.as_array())
+            .context("no Unigram vocab")?;
+        let unk = model
+            .get("unk_id")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as u32);
         let mut tokens = Vec::with_capacity(n_rows);
         let mut scores = Vec::with_capacity(n_rows);
         let mut types = Vec::with_capacity(n_rows);
         for (i, e) in vocab.iter().enumerate() {
-            let piece = e.get(0).and_then(|p| p.as_str()).with_context(|| format!("vocab entry {i}"))?;
-            let score = e.get(1).and_then(|p| p.as_f64()).with_context(|| format!("vocab entry {i}"))?;
+            let piece = e
+                .get(0)
+                .and_then(|p| p.as_str())
+                .with_context(|| format!("vocab entry {i}"))?;
+            let score = e
+                .get(1)
+                .and_then(|p| p.as_f64())
+                .with_context(|| format!("vocab entry {i}"))?;
             tokens.push(piece.to_string());
             scores.push(score as f32);
             types.push(if Some(i as u32) == unk {
@@ -97,12 +114,26 @@ impl Vocab {
         }
         // Added tokens override: special ones are control tokens (never produced by splitting
         // text), the others user-defined (matched whole), as llama.cpp's own converter does.
-        for a in tj.get("added_tokens").and_then(|a| a.as_array()).into_iter().flatten() {
-            let id = a.get("id").and_then(|v| v.as_u64()).context("added token without id")? as usize;
-            let content = a.get("content").and_then(|v| v.as_str()).unwrap_or_default();
+        for a in tj
+            .get("added_tokens")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let id = a
+                .get("id")
+                .and_then(|v| v.as_u64())
+                .context("added token without id")? as usize;
+            let content = a
+                .get("content")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
             let special = a.get("special").and_then(|v| v.as_bool()).unwrap_or(false);
             if id >= tokens.len() {
-                ensure!(id < n_rows, "added token {content:?} has id {id} beyond the {n_rows} embedding rows");
+                ensure!(
+                    id < n_rows,
+                    "added token {content:?} has id {id} beyond the {n_rows} embedding rows"
+                );
                 while tokens.len() <= id {
                     let j = tokens.len();
                     tokens.push(format!("[PAD{j}]"));
@@ -112,7 +143,11 @@ impl Vocab {
             }
             tokens[id] = content.to_string();
             if Some(id as u32) != unk {
-                types[id] = if special { token_type::CONTROL } else { token_type::USER_DEFINED };
+                types[id] = if special {
+                    token_type::CONTROL
+                } else {
+                    token_type::USER_DEFINED
+                };
             }
         }
         let n_real = tokens.len();
@@ -147,8 +182,14 @@ impl Vocab {
             sep: id_of("sep_token"),
             cls: id_of("cls_token"),
             mask: id_of("mask_token"),
-            add_bos: cfg.get("add_bos_token").and_then(|v| v.as_bool()).unwrap_or(bos.is_some()),
-            add_eos: cfg.get("add_eos_token").and_then(|v| v.as_bool()).unwrap_or(false),
+            add_bos: cfg
+                .get("add_bos_token")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(bos.is_some()),
+            add_eos: cfg
+                .get("add_eos_token")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
             chat_template,
             tokens,
             scores,
@@ -163,9 +204,18 @@ impl Vocab {
         let mut kv: Vec<(String, Value)> = vec![
             ("tokenizer.ggml.model".into(), Value::String("llama".into())),
             ("tokenizer.ggml.pre".into(), Value::String("default".into())),
-            ("tokenizer.ggml.tokens".into(), Value::ArrString(self.tokens.clone())),
-            ("tokenizer.ggml.scores".into(), Value::ArrF32(self.scores.clone())),
-            ("tokenizer.ggml.token_type".into(), Value::ArrI32(self.types.clone())),
+            (
+                "tokenizer.ggml.tokens".into(),
+                Value::ArrString(self.tokens.clone()),
+            ),
+            (
+                "tokenizer.ggml.scores".into(),
+                Value::ArrF32(self.scores.clone()),
+            ),
+            (
+                "tokenizer.ggml.token_type".into(),
+                Value::ArrI32(self.types.clone()),
+            ),
         ];
         let ids = [
             ("bos_token_id", self.bos),
@@ -182,13 +232,22 @@ impl Vocab {
                 kv.push((format!("tokenizer.ggml.{k}"), Value::U32(v)));
             }
         }
-        kv.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(self.add_bos)));
-        kv.push(("tokenizer.ggml.add_eos_token".into(), Value::Bool(self.add_eos)));
+        kv.push((
+            "tokenizer.ggml.add_bos_token".into(),
+            Value::Bool(self.add_bos),
+        ));
+        kv.push((
+            "tokenizer.ggml.add_eos_token".into(),
+            Value::Bool(self.add_eos),
+        ));
         if let Some(t) = &self.chat_template {
             kv.push(("tokenizer.chat_template".into(), Value::String(t.clone())));
         }
         if with_hf_json {
-            kv.push(("tokenizer.huggingface.json".into(), Value::String(self.hf_json.clone())));
+            kv.push((
+                "tokenizer.huggingface.json".into(),
+                Value::String(self.hf_json.clone()),
+            ));
         }
         kv
     }

@@ -135,7 +135,10 @@ fn tiny_probe_model_if_present() {
     let mut model = Model::load(path).unwrap();
     let info = model.vocab_info();
     eprintln!("{info:#?}");
-    eprintln!("chat template: {:?}", model.chat_template().map(|t| t.len()));
+    eprintln!(
+        "chat template: {:?}",
+        model.chat_template().map(|t| t.len())
+    );
 
     let ids = [1, 100, 200];
     match model.last_logits(&ids) {
@@ -146,14 +149,17 @@ fn tiny_probe_model_if_present() {
             eprintln!("argmax = {:?}", oracle::argmax(&logits));
             let again = model.last_logits(&ids).unwrap();
             assert_eq!(logits, again, "cache not cleared between calls");
-            let gen = model.greedy(&ids, 4).unwrap();
-            eprintln!("greedy = {gen:?}");
-            assert_eq!(Some(gen[0] as usize), oracle::argmax(&logits));
+            let generated = model.greedy(&ids, 4).unwrap();
+            eprintln!("greedy = {generated:?}");
+            assert_eq!(Some(generated[0] as usize), oracle::argmax(&logits));
         }
         Err(e) => eprintln!("last_logits({ids:?}) failed: {e:#}"),
     }
     assert!(model.last_logits(&[]).is_err());
     assert!(model.last_logits(&[-1]).is_err());
     assert!(model.last_logits(&[info.n_vocab]).is_err());
-    eprintln!("tokenize: {:?}", model.tokenize("こんにちは world", true, false));
+    eprintln!(
+        "tokenize: {:?}",
+        model.tokenize("こんにちは world", true, false)
+    );
 }

@@ -31,7 +31,15 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { outtype: OutType::Auto, hf_tokenizer_json: true, force: false, quiet: true, checksum: true, name: None, permute_qk: true }
+        Self {
+            outtype: OutType::Auto,
+            hf_tokenizer_json: true,
+            force: false,
+            quiet: true,
+            checksum: true,
+            name: None,
+            permute_qk: true,
+        }
     }
 }
 
@@ -51,14 +59,20 @@ pub struct Report {
 const CHUNK_ELEMS: usize = 1 << 20;
 
 /// Produces the bytes of output rows `rows` (a range over the planned tensor's outer rows).
-fn convert_rows(ck: &Checkpoint, t: &PlannedTensor, rows: std::ops::Range<usize>) -> Result<Vec<u8>> {
+fn convert_rows(
+    ck: &Checkpoint,
+    t: &PlannedTensor,
+    rows: std::ops::Range<usize>,
+) -> Result<Vec<u8>> {
     let src0 = ck.get(&t.sources[0]).expect("planned sources exist");
     let row_len = *src0.shape.last().unwrap_or(&1);
     let rows_per_src = src0.n_elements() / row_len.max(1);
     let es = src0.dtype.size();
     let mut x = vec![0f32; rows.len() * row_len];
     for (k, r) in rows.clone().enumerate() {
-        let src = ck.get(&t.sources[r / rows_per_src]).expect("planned sources exist");
+        let src = ck
+            .get(&t.sources[r / rows_per_src])
+            .expect("planned sources exist");
         let mut sr = r % rows_per_src;
         if let Some(nh) = t.permute_heads {
             sr = permuted_source_row(sr, rows_per_src, nh);
@@ -100,8 +114,10 @@ pub fn write_tensors<W: Write>(
             .map(|s| s..(s + rows_per_chunk).min(n_rows))
             .collect();
         for group in chunks.chunks(batch) {
-            let parts: Vec<Vec<u8>> =
-                group.par_iter().map(|r| convert_rows(ck, t, r.clone())).collect::<Result<_>>()?;
+            let parts: Vec<Vec<u8>> = group
+                .par_iter()
+                .map(|r| convert_rows(ck, t, r.clone()))
+                .collect::<Result<_>>()?;
             for p in parts {
                 w.write(&p)?;
                 progress.inc(p.len() as u64);
@@ -122,7 +138,10 @@ fn model_name(dir: &Path, cfg: &ModelConfig) -> String {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .or_else(|| {
-            dir.canonicalize().ok()?.file_name().map(|n| n.to_string_lossy().into_owned())
+            dir.canonicalize()
+                .ok()?
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "llm-jp".into())
 }
@@ -136,10 +155,21 @@ pub fn to_gguf(dir: &Path, out: &Path, opts: &Options) -> Result<Report> {
     let rows = ck
         .get("model.embed_tokens.weight")
         .map(|t| t.shape[0])
-        .with_context(|| format!("{}: missing tensor model.embed_tokens.weight", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "{}: missing tensor model.embed_tokens.weight",
+                dir.display()
+            )
+        })?;
     let vocab = Vocab::load(dir, rows)?;
     let name = opts.name.clone().unwrap_or_else(|| model_name(dir, &cfg));
-    let mut plan = plan(&ck, &cfg, vocab.gguf_kv(opts.hf_tokenizer_json), opts.outtype, &name)?;
+    let mut plan = plan(
+        &ck,
+        &cfg,
+        vocab.gguf_kv(opts.hf_tokenizer_json),
+        opts.outtype,
+        &name,
+    )?;
     if !opts.permute_qk {
         plan.tensors.iter_mut().for_each(|t| t.permute_heads = None);
     }

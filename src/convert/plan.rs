@@ -54,7 +54,9 @@ impl OutType {
         if self != Self::Auto {
             return self;
         }
-        let first = ck.get("model.embed_tokens.weight").or_else(|| ck.tensors.values().next());
+        let first = ck
+            .get("model.embed_tokens.weight")
+            .or_else(|| ck.tensors.values().next());
         match first.map(|t| t.dtype) {
             Some(Dtype::BF16) => Self::BF16,
             _ => Self::F16,
@@ -121,7 +123,13 @@ impl Mapper<'_> {
     }
 
     /// Adds a GGUF tensor from one or more (stacked) HF tensors of torch shape `shape`.
-    fn add(&mut self, gguf: String, sources: Vec<String>, shape: &[usize], permute: Option<usize>) -> Result<()> {
+    fn add(
+        &mut self,
+        gguf: String,
+        sources: Vec<String>,
+        shape: &[usize],
+        permute: Option<usize>,
+    ) -> Result<()> {
         for s in &sources {
             self.expect(s, shape)?;
         }
@@ -139,29 +147,61 @@ impl Mapper<'_> {
         } else {
             self.weight_type
         };
-        self.out.push(PlannedTensor { info: TensorInfo { name: gguf, dims, ty }, sources, permute_heads: permute });
+        self.out.push(PlannedTensor {
+            info: TensorInfo {
+                name: gguf,
+                dims,
+                ty,
+            },
+            sources,
+            permute_heads: permute,
+        });
         Ok(())
     }
 }
 
-pub fn plan(ck: &Checkpoint, cfg: &ModelConfig, vocab_kv: Vec<(String, Value)>, outtype: OutType, name: &str) -> Result<Plan> {
+pub fn plan(
+    ck: &Checkpoint,
+    cfg: &ModelConfig,
+    vocab_kv: Vec<(String, Value)>,
+    outtype: OutType,
+    name: &str,
+) -> Result<Plan> {
     let outtype = outtype.resolve(ck);
-    let mut m = Mapper { ck, used: BTreeSet::new(), out: Vec::new(), weight_type: outtype.ggml() };
+    let mut m = Mapper {
+        ck,
+        used: BTreeSet::new(),
+        out: Vec::new(),
+        weight_type: outtype.ggml(),
+    };
     let (h, v, f) = (cfg.hidden, cfg.vocab_size, cfg.ffn);
-    let emb = ck
-        .get("model.embed_tokens.weight")
-        .with_context(|| format!("{}: missing tensor model.embed_tokens.weight", ck.dir.display()))?;
+    let emb = ck.get("model.embed_tokens.weight").with_context(|| {
+        format!(
+            "{}: missing tensor model.embed_tokens.weight",
+            ck.dir.display()
+        )
+    })?;
     ensure!(
         emb.shape.first() == Some(&v),
         "{}: config.json vocab_size is {v} but model.embed_tokens.weight has {:?} rows",
         ck.dir.display(),
         emb.shape.first()
     );
-    m.add("token_embd.weight".into(), vec!["model.embed_tokens.weight".into()], &[v, h], None)?;
+    m.add(
+        "token_embd.weight".into(),
+        vec!["model.embed_tokens.weight".into()],
+        &[v, h],
+        None,
+    )?;
     for i in 0..cfg.n_layer {
         let p = format!("model.layers.{i}");
         let b = format!("blk.{i}");
-        m.add(format!("{b}.attn_norm.weight"), vec![format!("{p}.input_layernorm.weight")], &[h], None)?;
+        m.add(
+            format!("{b}.attn_norm.weight"),
+            vec![format!("{p}.input_layernorm.weight")],
+            &[h],
+            None,
+        )?;
         m.add(
             format!("{b}.attn_q.weight"),
             vec![format!("{p}.self_attn.q_proj.weight")],
@@ -174,19 +214,44 @@ pub fn plan(ck: &Checkpoint, cfg: &ModelConfig, vocab_kv: Vec<(String, Value)>, 
             &[cfg.kv_rows(), h],
             Some(cfg.n_head_kv),
         )?;
-        m.add(format!("{b}.attn_v.weight"), vec![format!("{p}.self_attn.v_proj.weight")], &[cfg.kv_rows(), h], None)?;
+        m.add(
+            format!("{b}.attn_v.weight"),
+            vec![format!("{p}.self_attn.v_proj.weight")],
+            &[cfg.kv_rows(), h],
+            None,
+        )?;
         m.add(
             format!("{b}.attn_output.weight"),
             vec![format!("{p}.self_attn.o_proj.weight")],
             &[h, cfg.q_rows()],
             None,
         )?;
-        m.add(format!("{b}.ffn_norm.weight"), vec![format!("{p}.post_attention_layernorm.weight")], &[h], None)?;
+        m.add(
+            format!("{b}.ffn_norm.weight"),
+            vec![format!("{p}.post_attention_layernorm.weight")],
+            &[h],
+            None,
+        )?;
         match cfg.arch {
             Arch::Llama => {
-                m.add(format!("{b}.ffn_gate.weight"), vec![format!("{p}.mlp.gate_proj.weight")], &[f, h], None)?;
-                m.add(format!("{b}.ffn_up.weight"), vec![format!("{p}.mlp.up_proj.weight")], &[f, h], None)?;
-                m.add(format!("{b}.ffn_down.weight"), vec![format!("{p}.mlp.down_proj.weight")], &[h, f], None)?;
+                m.add(
+                    format!("{b}.ffn_gate.weight"),
+                    vec![format!("{p}.mlp.gate_proj.weight")],
+                    &[f, h],
+                    None,
+                )?;
+                m.add(
+                    format!("{b}.ffn_up.weight"),
+                    vec![format!("{p}.mlp.up_proj.weight")],
+                    &[f, h],
+                    None,
+                )?;
+                m.add(
+                    format!("{b}.ffn_down.weight"),
+                    vec![format!("{p}.mlp.down_proj.weight")],
+                    &[h, f],
+                    None,
+                )?;
             }
             Arch::Mixtral => {
                 let n = cfg.n_expert;
@@ -196,16 +261,45 @@ pub fn plan(ck: &Checkpoint, cfg: &ModelConfig, vocab_kv: Vec<(String, Value)>, 
                     &[n, h],
                     None,
                 )?;
-                let experts = |w: &str| (0..n).map(|e| format!("{p}.block_sparse_moe.experts.{e}.{w}.weight")).collect();
-                m.add(format!("{b}.ffn_gate_exps.weight"), experts("w1"), &[f, h], None)?;
-                m.add(format!("{b}.ffn_down_exps.weight"), experts("w2"), &[h, f], None)?;
-                m.add(format!("{b}.ffn_up_exps.weight"), experts("w3"), &[f, h], None)?;
+                let experts = |w: &str| {
+                    (0..n)
+                        .map(|e| format!("{p}.block_sparse_moe.experts.{e}.{w}.weight"))
+                        .collect()
+                };
+                m.add(
+                    format!("{b}.ffn_gate_exps.weight"),
+                    experts("w1"),
+                    &[f, h],
+                    None,
+                )?;
+                m.add(
+                    format!("{b}.ffn_down_exps.weight"),
+                    experts("w2"),
+                    &[h, f],
+                    None,
+                )?;
+                m.add(
+                    format!("{b}.ffn_up_exps.weight"),
+                    experts("w3"),
+                    &[f, h],
+                    None,
+                )?;
             }
         }
     }
-    m.add("output_norm.weight".into(), vec!["model.norm.weight".into()], &[h], None)?;
+    m.add(
+        "output_norm.weight".into(),
+        vec!["model.norm.weight".into()],
+        &[h],
+        None,
+    )?;
     if ck.get("lm_head.weight").is_some() {
-        m.add("output.weight".into(), vec!["lm_head.weight".into()], &[v, h], None)?;
+        m.add(
+            "output.weight".into(),
+            vec!["lm_head.weight".into()],
+            &[v, h],
+            None,
+        )?;
     } else if !cfg.tie_embeddings {
         bail!(
             "{}: missing tensor lm_head.weight (config.json says the embeddings are not tied)",
@@ -233,24 +327,55 @@ pub fn plan(ck: &Checkpoint, cfg: &ModelConfig, vocab_kv: Vec<(String, Value)>, 
         ("general.file_type".into(), Value::U32(outtype.file_type())),
         ("general.quantization_version".into(), Value::U32(2)),
         ("llama.block_count".into(), Value::U32(cfg.n_layer as u32)),
-        ("llama.context_length".into(), Value::U32(cfg.max_pos as u32)),
+        (
+            "llama.context_length".into(),
+            Value::U32(cfg.max_pos as u32),
+        ),
         ("llama.embedding_length".into(), Value::U32(h as u32)),
         ("llama.feed_forward_length".into(), Value::U32(f as u32)),
-        ("llama.attention.head_count".into(), Value::U32(cfg.n_head as u32)),
-        ("llama.attention.head_count_kv".into(), Value::U32(cfg.n_head_kv as u32)),
-        ("llama.rope.freq_base".into(), Value::F32(cfg.rope_theta as f32)),
-        ("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(cfg.rms_eps as f32)),
-        ("llama.rope.dimension_count".into(), Value::U32(cfg.head_dim as u32)),
+        (
+            "llama.attention.head_count".into(),
+            Value::U32(cfg.n_head as u32),
+        ),
+        (
+            "llama.attention.head_count_kv".into(),
+            Value::U32(cfg.n_head_kv as u32),
+        ),
+        (
+            "llama.rope.freq_base".into(),
+            Value::F32(cfg.rope_theta as f32),
+        ),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(cfg.rms_eps as f32),
+        ),
+        (
+            "llama.rope.dimension_count".into(),
+            Value::U32(cfg.head_dim as u32),
+        ),
         ("llama.vocab_size".into(), Value::U32(v as u32)),
     ];
     if cfg.head_dim_explicit {
-        kv.push(("llama.attention.key_length".into(), Value::U32(cfg.head_dim as u32)));
-        kv.push(("llama.attention.value_length".into(), Value::U32(cfg.head_dim as u32)));
+        kv.push((
+            "llama.attention.key_length".into(),
+            Value::U32(cfg.head_dim as u32),
+        ));
+        kv.push((
+            "llama.attention.value_length".into(),
+            Value::U32(cfg.head_dim as u32),
+        ));
     }
     if cfg.arch == Arch::Mixtral {
         kv.push(("llama.expert_count".into(), Value::U32(cfg.n_expert as u32)));
-        kv.push(("llama.expert_used_count".into(), Value::U32(cfg.n_expert_used as u32)));
+        kv.push((
+            "llama.expert_used_count".into(),
+            Value::U32(cfg.n_expert_used as u32),
+        ));
     }
     kv.extend(vocab_kv);
-    Ok(Plan { outtype, kv, tensors: m.out })
+    Ok(Plan {
+        outtype,
+        kv,
+        tensors: m.out,
+    })
 }

@@ -105,7 +105,11 @@ fn read_value(c: &mut Cursor, t: u32) -> Result<Value> {
                 }
                 vt::F32 => {
                     let n = c.count(4)?;
-                    Value::ArrF32((0..n).map(|_| Ok(f32::from_bits(c.u32()?))).collect::<Result<_>>()?)
+                    Value::ArrF32(
+                        (0..n)
+                            .map(|_| Ok(f32::from_bits(c.u32()?)))
+                            .collect::<Result<_>>()?,
+                    )
                 }
                 vt::I32 => {
                     let n = c.count(4)?;
@@ -129,10 +133,12 @@ fn read_value(c: &mut Cursor, t: u32) -> Result<Value> {
 
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
-        let f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+        let f = std::fs::File::open(path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
         // SAFETY: read-only map; we never hand out references that outlive `self`, and a file
         // changed underneath us can only produce wrong numbers, which the checks below bound.
-        let map = unsafe { Mmap::map(&f) }.with_context(|| format!("{}: cannot map", path.display()))?;
+        let map =
+            unsafe { Mmap::map(&f) }.with_context(|| format!("{}: cannot map", path.display()))?;
         Self::parse(path, map).with_context(|| format!("{}: not a valid GGUF file", path.display()))
     }
 
@@ -141,7 +147,10 @@ impl GgufFile {
         let magic = c.take(4)?;
         ensure!(magic == GGUF_MAGIC, "bad magic {:?}", magic);
         let version = c.u32()?;
-        ensure!(version == 2 || version == 3, "unsupported GGUF version {version}");
+        ensure!(
+            version == 2 || version == 3,
+            "unsupported GGUF version {version}"
+        );
         let n_tensors = c.count(24)?;
         let n_kv = c.count(12)?;
         let mut kv = Vec::with_capacity(n_kv as usize);
@@ -174,8 +183,16 @@ impl GgufFile {
         let file_len = map.len() as u64;
         let mut tensors = Vec::with_capacity(infos.len());
         for (info, off) in infos {
-            ensure!(off % alignment == 0, "tensor {}: offset {off} is not aligned", info.name);
-            let dims_ok = info.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).is_some();
+            ensure!(
+                off % alignment == 0,
+                "tensor {}: offset {off} is not aligned",
+                info.name
+            );
+            let dims_ok = info
+                .dims
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .is_some();
             ensure!(dims_ok, "tensor {}: dimensions overflow", info.name);
             let n_bytes = info.n_bytes()?;
             let start = data_offset.checked_add(off).context("offset overflow")?;
@@ -185,7 +202,11 @@ impl GgufFile {
                 info.name,
                 n_bytes
             );
-            tensors.push(TensorEntry { info, offset: start, n_bytes });
+            tensors.push(TensorEntry {
+                info,
+                offset: start,
+                n_bytes,
+            });
         }
         Ok(Self {
             path: path.to_path_buf(),

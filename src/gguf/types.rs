@@ -129,7 +129,7 @@ impl GgmlType {
     /// Bytes taken by one row of `n` elements; errors when `n` is not a whole number of blocks.
     pub fn row_bytes(self, n: u64) -> Result<u64> {
         let (be, bb) = self.block();
-        if n % be as u64 != 0 {
+        if !n.is_multiple_of(be as u64) {
             bail!(
                 "a row of {n} elements is not a whole number of {} blocks ({be} each)",
                 self.name()

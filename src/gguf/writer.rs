@@ -68,17 +68,20 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
         Value::ArrF32(a) => {
             out.extend_from_slice(&vt::F32.to_le_bytes());
             out.extend_from_slice(&(a.len() as u64).to_le_bytes());
-            a.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+            a.iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
         }
         Value::ArrI32(a) => {
             out.extend_from_slice(&vt::I32.to_le_bytes());
             out.extend_from_slice(&(a.len() as u64).to_le_bytes());
-            a.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+            a.iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
         }
         Value::ArrU32(a) => {
             out.extend_from_slice(&vt::U32.to_le_bytes());
             out.extend_from_slice(&(a.len() as u64).to_le_bytes());
-            a.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+            a.iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
         }
         Value::ArrOther(t, raw, n) => {
             out.extend_from_slice(&t.to_le_bytes());
@@ -90,15 +93,26 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
 
 /// Serialises the header (magic .. tensor infos, padded to the data section).
 /// Returns the bytes and each tensor's offset relative to the data section.
-pub fn encode_header(kv: &[(String, Value)], tensors: &[TensorInfo]) -> Result<(Vec<u8>, Vec<u64>)> {
+pub fn encode_header(
+    kv: &[(String, Value)],
+    tensors: &[TensorInfo],
+) -> Result<(Vec<u8>, Vec<u64>)> {
     let mut seen = std::collections::HashSet::new();
     for (k, _) in kv {
         ensure!(seen.insert(k.as_str()), "duplicate metadata key {k}");
     }
     let mut names = std::collections::HashSet::new();
     for t in tensors {
-        ensure!(names.insert(t.name.as_str()), "duplicate tensor name {}", t.name);
-        ensure!(t.name.len() < 64, "tensor name {} is longer than GGUF's 63 bytes", t.name);
+        ensure!(
+            names.insert(t.name.as_str()),
+            "duplicate tensor name {}",
+            t.name
+        );
+        ensure!(
+            t.name.len() < 64,
+            "tensor name {} is longer than GGUF's 63 bytes",
+            t.name
+        );
         ensure!(
             !t.dims.is_empty() && t.dims.len() <= 4,
             "tensor {} has {} dimensions (GGUF allows 1..=4)",
@@ -161,7 +175,10 @@ impl<W: Write> GgufWriter<W> {
 
     pub fn begin_tensor(&mut self) -> Result<&str> {
         ensure!(self.current.is_none(), "previous tensor not finished");
-        ensure!(self.done < self.sizes.len(), "more tensors written than declared");
+        ensure!(
+            self.done < self.sizes.len(),
+            "more tensors written than declared"
+        );
         self.current = Some(self.done);
         self.written = 0;
         Ok(&self.names[self.done])
@@ -181,7 +198,10 @@ impl<W: Write> GgufWriter<W> {
     }
 
     pub fn end_tensor(&mut self) -> Result<()> {
-        let i = self.current.take().context("end_tensor without begin_tensor")?;
+        let i = self
+            .current
+            .take()
+            .context("end_tensor without begin_tensor")?;
         if self.written != self.sizes[i] {
             bail!(
                 "tensor {}: wrote {} bytes, declared {}",
@@ -191,7 +211,8 @@ impl<W: Write> GgufWriter<W> {
             );
         }
         let pad = align(self.written) - self.written;
-        self.w.write_all(&[0u8; ALIGNMENT as usize][..pad as usize])?;
+        self.w
+            .write_all(&[0u8; ALIGNMENT as usize][..pad as usize])?;
         self.done += 1;
         Ok(())
     }

@@ -22,8 +22,10 @@ impl Decl {
 pub fn encode_header(decls: &[Decl], metadata: &[(&str, &str)]) -> Vec<u8> {
     let mut obj = serde_json::Map::new();
     if !metadata.is_empty() {
-        let m: serde_json::Map<String, serde_json::Value> =
-            metadata.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+        let m: serde_json::Map<String, serde_json::Value> = metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect();
         obj.insert("__metadata__".into(), serde_json::Value::Object(m));
     }
     let mut off = 0usize;
@@ -36,7 +38,7 @@ pub fn encode_header(decls: &[Decl], metadata: &[(&str, &str)]) -> Vec<u8> {
         off += n;
     }
     let mut json = serde_json::to_vec(&serde_json::Value::Object(obj)).expect("JSON of plain data");
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = (json.len() as u64).to_le_bytes().to_vec();
@@ -54,7 +56,11 @@ pub struct SafetensorsWriter<W: Write> {
 impl<W: Write> SafetensorsWriter<W> {
     pub fn new(mut w: W, decls: &[Decl], metadata: &[(&str, &str)]) -> Result<Self> {
         w.write_all(&encode_header(decls, metadata))?;
-        Ok(Self { w, sizes: decls.iter().map(Decl::n_bytes).collect(), next: 0 })
+        Ok(Self {
+            w,
+            sizes: decls.iter().map(Decl::n_bytes).collect(),
+            next: 0,
+        })
     }
 
     pub fn write_tensor(&mut self, data: &[u8]) -> Result<()> {

@@ -18,8 +18,10 @@ pub fn to_f32(src: &[u8], dtype: Dtype, out: &mut [f32]) -> Result<()> {
             }
         }
         Dtype::F16 => {
-            let h: Vec<f16> =
-                src.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect();
+            let h: Vec<f16> = src
+                .chunks_exact(2)
+                .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+                .collect();
             h.convert_to_f32_slice(out);
         }
         Dtype::BF16 => {
@@ -27,7 +29,10 @@ pub fn to_f32(src: &[u8], dtype: Dtype, out: &mut [f32]) -> Result<()> {
                 *o = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
             }
         }
-        other => bail!("tensor dtype {} cannot be converted (expected BF16, F16 or F32)", other.name()),
+        other => bail!(
+            "tensor dtype {} cannot be converted (expected BF16, F16 or F32)",
+            other.name()
+        ),
     }
     Ok(())
 }
@@ -41,15 +46,18 @@ pub fn first_non_finite(x: &[f32]) -> Option<usize> {
 /// blocks of `ty` (the converter checks before choosing a block type).
 pub fn encode(x: &[f32], row_len: usize, ty: GgmlType, out: &mut Vec<u8>) -> Result<()> {
     match ty {
-        GgmlType::F32 => x.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        GgmlType::F32 => x
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
         GgmlType::F16 => {
             let mut h = vec![f16::ZERO; x.len()];
             h.convert_from_f32_slice(x);
-            h.iter().for_each(|v| out.extend_from_slice(&v.to_bits().to_le_bytes()));
+            h.iter()
+                .for_each(|v| out.extend_from_slice(&v.to_bits().to_le_bytes()));
         }
-        GgmlType::BF16 => {
-            x.iter().for_each(|&v| out.extend_from_slice(&bf16::from_f32(v).to_bits().to_le_bytes()))
-        }
+        GgmlType::BF16 => x
+            .iter()
+            .for_each(|&v| out.extend_from_slice(&bf16::from_f32(v).to_bits().to_le_bytes())),
         GgmlType::Q8_0 => {
             for row in x.chunks_exact(row_len) {
                 q8_0::quantize_row(row, out);

@@ -14,8 +14,7 @@ pub fn quantize_row(x: &[f32], out: &mut Vec<u8>) {
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
-        // f32::round is roundf: half away from zero, as ggml's reference uses.
-        out.extend(b.iter().map(|&v| (v * id).round() as i8 as u8));
+        out.extend(b.iter().map(|&v| c_round_to_i8(v * id)));
     }
 }
 
@@ -24,4 +23,18 @@ pub fn dequantize_row(blocks: &[u8], out: &mut Vec<f32>) {
         let d = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
         out.extend(b[2..].iter().map(|&q| q as i8 as f32 * d));
     }
+}
+
+/// `(int8_t)roundf(x)` as ggml's C code computes it on x86-64: `roundf` rounds half away from
+/// zero (Rust's `f32::round`), the conversion goes through a 32-bit `cvttss2si`, which gives
+/// 0x80000000 for NaN and out-of-range values, and the cast keeps the low byte. Only reachable
+/// in range for normal weights; the edge matters for subnormal blocks, where 1/d overflows to inf.
+fn c_round_to_i8(x: f32) -> u8 {
+    let r = x.round();
+    let i = if r.is_finite() && r.abs() < 2_147_483_648.0 {
+        r as i32
+    } else {
+        i32::MIN
+    };
+    i as u8
 }
