@@ -6,7 +6,7 @@ pub use plan::{OutType, Plan, PlannedTensor, permuted_source_row, plan};
 
 use crate::gguf::GgufWriter;
 use crate::hf::{Checkpoint, ModelConfig};
-use crate::output::{AtomicFile, check_output_path, write_checksum};
+use crate::output::{AtomicFile, check_output_path, checksum_path, write_checksum};
 use crate::progress::Progress;
 use crate::quant;
 use crate::vocab::Vocab;
@@ -185,11 +185,18 @@ pub fn to_gguf(dir: &Path, out: &Path, opts: &Options) -> Result<Report> {
             .with_context(|| format!("{}: conversion failed", out.display()))?;
     }
     let bytes = file.writer().written;
-    let sha256 = file.commit()?;
+    // The checksum goes first, so that a failure writing it leaves no output at all.
+    let sidecar = opts.checksum.then(|| checksum_path(out));
+    let committed = file.commit_with(|hash| match &sidecar {
+        Some(_) => write_checksum(out, hash).map(|_| ()),
+        None => Ok(()),
+    });
+    let sha256 = committed.inspect_err(|_| {
+        if let Some(s) = &sidecar {
+            let _ = std::fs::remove_file(s);
+        }
+    })?;
     progress.finish();
-    if opts.checksum {
-        write_checksum(out, &sha256)?;
-    }
     Ok(Report {
         input: dir.to_path_buf(),
         output: out.to_path_buf(),

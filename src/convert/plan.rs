@@ -183,9 +183,9 @@ pub fn plan(
     })?;
     ensure!(
         emb.shape.first() == Some(&v),
-        "{}: config.json vocab_size is {v} but model.embed_tokens.weight has {:?} rows",
+        "{}: config.json vocab_size is {v} but model.embed_tokens.weight has {} rows",
         ck.dir.display(),
-        emb.shape.first()
+        emb.shape.first().copied().unwrap_or(0)
     );
     m.add(
         "token_embd.weight".into(),

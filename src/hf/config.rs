@@ -94,7 +94,10 @@ impl ModelConfig {
             "hidden_size {hidden} is not divisible by num_attention_heads {n_head}"
         );
         let head_dim = head_dim_cfg.unwrap_or(hidden / n_head);
-        ensure!(head_dim % 2 == 0, "head_dim {head_dim} is odd; rotary embedding needs pairs");
+        ensure!(
+            head_dim % 2 == 0,
+            "head_dim {head_dim} is odd; rotary embedding needs pairs"
+        );
         ensure!(
             n_head % n_head_kv == 0,
             "num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}"
@@ -102,10 +105,16 @@ impl ModelConfig {
         let rope_theta = j
             .get("rope_theta")
             .and_then(|v| v.as_f64())
-            .or_else(|| j.pointer("/rope_parameters/rope_theta").and_then(|v| v.as_f64()))
+            .or_else(|| {
+                j.pointer("/rope_parameters/rope_theta")
+                    .and_then(|v| v.as_f64())
+            })
             .unwrap_or(10000.0);
         for key in ["rope_scaling", "rope_parameters"] {
-            if let Some(t) = j.get(key).and_then(|r| r.get("rope_type").or_else(|| r.get("type"))) {
+            if let Some(t) = j
+                .get(key)
+                .and_then(|r| r.get("rope_type").or_else(|| r.get("type")))
+            {
                 ensure!(
                     t.as_str() == Some("default"),
                     "{key} type {t} is not supported (llm-jp models use plain RoPE)"
@@ -119,7 +128,10 @@ impl ModelConfig {
             );
         }
         if let Some(act) = j.get("hidden_act").and_then(|v| v.as_str()) {
-            ensure!(act == "silu", "hidden_act {act:?} is not supported (expected silu)");
+            ensure!(
+                act == "silu",
+                "hidden_act {act:?} is not supported (expected silu)"
+            );
         }
         let (n_expert, n_expert_used) = match arch {
             Arch::Llama => (0, 0),
@@ -141,10 +153,16 @@ impl ModelConfig {
             head_dim_explicit: head_dim_cfg.is_some(),
             ffn: get_usize(j, "intermediate_size")?,
             vocab_size: get_usize(j, "vocab_size")?,
-            rms_eps: j.get("rms_norm_eps").and_then(|v| v.as_f64()).unwrap_or(1e-5),
+            rms_eps: j
+                .get("rms_norm_eps")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(1e-5),
             rope_theta,
             max_pos: opt_usize(j, "max_position_embeddings")?.unwrap_or(4096),
-            tie_embeddings: j.get("tie_word_embeddings").and_then(|v| v.as_bool()).unwrap_or(false),
+            tie_embeddings: j
+                .get("tie_word_embeddings")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
             n_expert,
             n_expert_used,
             bos_token_id: opt_id(j, "bos_token_id"),
@@ -154,7 +172,10 @@ impl ModelConfig {
                 .or_else(|| j.get("dtype"))
                 .and_then(|v| v.as_str())
                 .map(str::to_string),
-            name_or_path: j.get("_name_or_path").and_then(|v| v.as_str()).map(str::to_string),
+            name_or_path: j
+                .get("_name_or_path")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
         })
     }
 

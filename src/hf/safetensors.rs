@@ -94,13 +94,19 @@ pub struct Checkpoint {
 
 /// Parses one safetensors file's header; returns its tensors (shard index filled with `shard`).
 fn parse_shard(path: &Path, shard: usize) -> Result<(Shard, Vec<TensorRef>)> {
-    let f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let f =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     // SAFETY: a read-only shared map of a file we never write; a concurrent writer could only
     // change the numbers we read, never memory safety of the bounds-checked slices below.
-    let map = unsafe { Mmap::map(&f) }.with_context(|| format!("{}: cannot map", path.display()))?;
+    let map =
+        unsafe { Mmap::map(&f) }.with_context(|| format!("{}: cannot map", path.display()))?;
     let ctx = || format!("{}: invalid safetensors file", path.display());
     let len = map.len();
-    ensure!(len >= 8, "{}: file is {len} bytes, too short for a header", ctx());
+    ensure!(
+        len >= 8,
+        "{}: file is {len} bytes, too short for a header",
+        ctx()
+    );
     let n = u64::from_le_bytes(map[..8].try_into()?);
     ensure!(
         n <= (len - 8) as u64 && n <= 100 << 20,
@@ -110,7 +116,9 @@ fn parse_shard(path: &Path, shard: usize) -> Result<(Shard, Vec<TensorRef>)> {
     let data_start = 8 + n as usize;
     let header: serde_json::Value = serde_json::from_slice(&map[8..data_start])
         .map_err(|e| anyhow::anyhow!("{}: header is not valid JSON: {e}", ctx()))?;
-    let obj = header.as_object().with_context(|| format!("{}: header is not an object", ctx()))?;
+    let obj = header
+        .as_object()
+        .with_context(|| format!("{}: header is not an object", ctx()))?;
     let data_len = len - data_start;
     let mut metadata = BTreeMap::new();
     let mut out = Vec::new();
@@ -124,8 +132,16 @@ fn parse_shard(path: &Path, shard: usize) -> Result<(Shard, Vec<TensorRef>)> {
             continue;
         }
         let bad = |what: &str| anyhow::anyhow!("{}: tensor {name}: {what}", ctx());
-        let dtype_s = v.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| bad("no dtype"))?;
-        let dtype = Dtype::parse(dtype_s).ok_or_else(|| bad(&format!("unknown dtype {dtype_s}")))?;
+        let dtype_s = v
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| bad("no dtype"))?;
+        // FP8 / FP4 checkpoints land here: name what is wrong, not just "unknown".
+        let dtype = Dtype::parse(dtype_s).ok_or_else(|| {
+            bad(&format!(
+                "dtype {dtype_s} is not supported (already quantized? expected BF16, F16 or F32)"
+            ))
+        })?;
         let shape: Vec<usize> = v
             .get("shape")
             .and_then(|s| s.as_array())
@@ -145,10 +161,16 @@ fn parse_shard(path: &Path, shard: usize) -> Result<(Shard, Vec<TensorRef>)> {
             .iter()
             .try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64))
             .ok_or_else(|| bad("shape overflows"))?;
-        ensure!(e >= s, bad(&format!("data_offsets [{s}, {e}] are reversed")));
+        ensure!(
+            e >= s,
+            bad(&format!("data_offsets [{s}, {e}] are reversed"))
+        );
         ensure!(
             e - s == want,
-            bad(&format!("data_offsets [{s}, {e}] hold {} bytes but {dtype_s} {shape:?} needs {want}", e - s))
+            bad(&format!(
+                "data_offsets [{s}, {e}] hold {} bytes but {dtype_s} {shape:?} needs {want}",
+                e - s
+            ))
         );
         ensure!(
             e <= data_len as u64,
@@ -178,7 +200,14 @@ fn parse_shard(path: &Path, shard: usize) -> Result<(Shard, Vec<TensorRef>)> {
     }
     // Tell the kernel we read front to back; it doubles read-ahead.
     let _ = map.advise(memmap2::Advice::Sequential);
-    Ok((Shard { path: path.to_path_buf(), map, metadata }, out))
+    Ok((
+        Shard {
+            path: path.to_path_buf(),
+            map,
+            metadata,
+        },
+        out,
+    ))
 }
 
 impl Checkpoint {
@@ -186,7 +215,11 @@ impl Checkpoint {
     pub fn open(dir: &Path) -> Result<Self> {
         let index = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
-        let mut ck = Checkpoint { dir: dir.to_path_buf(), shards: Vec::new(), tensors: BTreeMap::new() };
+        let mut ck = Checkpoint {
+            dir: dir.to_path_buf(),
+            shards: Vec::new(),
+            tensors: BTreeMap::new(),
+        };
         if index.exists() {
             let text = std::fs::read_to_string(&index)
                 .with_context(|| format!("{}: cannot read", index.display()))?;
@@ -208,13 +241,20 @@ impl Checkpoint {
                 let p = dir.join(f);
                 ensure!(
                     p.exists(),
-                    "{}: shard {f} named by {} is missing",
-                    p.display(),
-                    index.display()
+                    "{}: missing (model.safetensors.index.json names it)",
+                    p.display()
                 );
                 let (shard, ts) = parse_shard(&p, i)?;
                 ck.shards.push(shard);
                 for t in ts {
+                    if let Some(prev) = ck.tensors.get(&t.name) {
+                        bail!(
+                            "{}: tensor {} is in both {} and {f}",
+                            dir.display(),
+                            t.name,
+                            files[prev.shard]
+                        );
+                    }
                     ck.tensors.insert(t.name.clone(), t);
                 }
             }
@@ -225,7 +265,7 @@ impl Checkpoint {
                     Some(t) => bail!(
                         "{}: index puts {name} in {f} but it is in {}",
                         index.display(),
-                        ck.shards[t.shard].path.display()
+                        files[t.shard]
                     ),
                     None => bail!(
                         "{}: index names tensor {name} in {f}, but {f} does not contain it",
@@ -249,7 +289,11 @@ impl Checkpoint {
         let (shard, ts) = parse_shard(path, 0)?;
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let tensors = ts.into_iter().map(|t| (t.name.clone(), t)).collect();
-        Ok(Checkpoint { dir, shards: vec![shard], tensors })
+        Ok(Checkpoint {
+            dir,
+            shards: vec![shard],
+            tensors,
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&TensorRef> {
@@ -277,6 +321,9 @@ impl Checkpoint {
     }
 
     pub fn total_bytes(&self) -> u64 {
-        self.tensors.values().map(|t| (t.end - t.start) as u64).sum()
+        self.tensors
+            .values()
+            .map(|t| (t.end - t.start) as u64)
+            .sum()
     }
 }
