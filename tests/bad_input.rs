@@ -156,7 +156,7 @@ fn rewrite_header(path: &Path, f: impl FnOnce(&mut Map<String, Value>)) {
     let mut header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     f(header.as_object_mut().unwrap());
     let mut j = serde_json::to_vec(&header).unwrap();
-    while j.len() % 8 != 0 {
+    while !j.len().is_multiple_of(8) {
         j.push(b' ');
     }
     let mut out = (j.len() as u64).to_le_bytes().to_vec();
