@@ -131,7 +131,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(s) = seed {
                 spec.seed = s;
             }
-            synth::write_model(&spec, &output, force)?;
+            synth::write_model_with_progress(&spec, &output, force, quiet)?;
             if !quiet {
                 eprintln!("wrote {} ({preset})", output.display());
             }

@@ -283,6 +283,11 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Writes a complete Hugging Face model directory for `spec` into `dir`.
 pub fn write_model(spec: &Spec, dir: &Path, force: bool) -> Result<()> {
+    write_model_with_progress(spec, dir, force, true)
+}
+
+/// As `write_model`, with a progress bar unless `quiet`.
+pub fn write_model_with_progress(spec: &Spec, dir: &Path, force: bool, quiet: bool) -> Result<()> {
     if dir.exists() {
         if !force {
             bail!(
@@ -300,6 +305,7 @@ pub fn write_model(spec: &Spec, dir: &Path, force: bool) -> Result<()> {
         .map(|(_, s, _)| s.iter().product::<usize>() * spec.dtype.size())
         .sum();
     let per_shard = total.div_ceil(spec.shards);
+    let progress = crate::progress::Progress::bytes(total as u64, "synth", quiet);
     // Greedy split in checkpoint order, as transformers' save_pretrained does.
     let mut groups: Vec<Vec<usize>> = vec![Vec::new()];
     let mut acc = 0;
@@ -346,6 +352,7 @@ pub fn write_model(spec: &Spec, dir: &Path, force: bool) -> Result<()> {
         w.finish()?;
         file.commit()?;
     }
+    progress.finish();
     if spec.shards > 1 {
         let index =
             serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
