@@ -8,10 +8,13 @@ pub mod demo;
 pub mod gguf;
 pub mod hf;
 pub mod inspect;
+pub mod model;
 #[cfg(feature = "oracle")]
 pub mod oracle;
 pub mod output;
 pub mod progress;
 pub mod quant;
 pub mod synth;
+pub mod tokenize;
+pub mod verify;
 pub mod vocab;

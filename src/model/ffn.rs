@@ -1,0 +1,92 @@
+//! The feed-forward blocks: Llama's SwiGLU MLP and Mixtral's top-k mixture of SwiGLU experts.
+
+use super::config::Config;
+use super::mat::{Mat, matmul};
+use super::names::Name;
+use super::ops::{silu, softmax};
+use super::weights::Weights;
+use anyhow::Result;
+
+/// `down(silu(gate(x)) * up(x))` for `n` positions.
+pub fn swiglu(gate: &Mat, up: &Mat, down: &Mat, x: &[f32], n: usize) -> Vec<f32> {
+    let g = matmul(gate, x, n);
+    let u = matmul(up, x, n);
+    let h: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| silu(g) * u).collect();
+    matmul(down, &h, n)
+}
+
+/// The dense MLP of layer `l`.
+pub fn dense(w: &dyn Weights, l: usize, x: &[f32], n: usize) -> Result<Vec<f32>> {
+    Ok(swiglu(
+        &w.mat(Name::FfnGate(l))?,
+        &w.mat(Name::FfnUp(l))?,
+        &w.mat(Name::FfnDown(l))?,
+        x,
+        n,
+    ))
+}
+
+/// The experts chosen for one position, with their weights: softmax over all router logits,
+/// the top k (largest first, lower index on ties), renormalised to sum to 1.
+pub fn route(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut p = logits.to_vec();
+    softmax(&mut p);
+    let mut idx: Vec<usize> = (0..p.len()).collect();
+    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    let sum: f32 = idx.iter().map(|&e| p[e]).sum();
+    idx.into_iter().map(|e| (e, p[e] / sum)).collect()
+}
+
+/// The Mixtral sparse MoE block of layer `l`. Each expert runs once on the positions routed
+/// to it; outputs are added in expert order, as transformers' `index_add_` loop does.
+pub fn moe(w: &dyn Weights, c: &Config, l: usize, x: &[f32], n: usize) -> Result<Vec<f32>> {
+    let h = c.hidden;
+    let router = matmul(&w.mat(Name::FfnGateInp(l))?, x, n);
+    let routes: Vec<Vec<(usize, f32)>> = router
+        .chunks_exact(c.n_expert)
+        .map(|r| route(r, c.n_expert_used))
+        .collect();
+    let mut out = vec![0f32; n * h];
+    for e in 0..c.n_expert {
+        let chosen: Vec<(usize, f32)> = routes
+            .iter()
+            .enumerate()
+            .filter_map(|(t, r)| r.iter().find(|(re, _)| *re == e).map(|&(_, wt)| (t, wt)))
+            .collect();
+        if chosen.is_empty() {
+            continue;
+        }
+        let xe: Vec<f32> = chosen
+            .iter()
+            .flat_map(|&(t, _)| x[t * h..(t + 1) * h].iter().copied())
+            .collect();
+        let y = swiglu(
+            &w.mat(Name::FfnGateExps(l, e))?,
+            &w.mat(Name::FfnUpExps(l, e))?,
+            &w.mat(Name::FfnDownExps(l, e))?,
+            &xe,
+            chosen.len(),
+        );
+        for (yi, &(t, wt)) in y.chunks_exact(h).zip(&chosen) {
+            for (o, &v) in out[t * h..(t + 1) * h].iter_mut().zip(yi) {
+                *o += v * wt;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route;
+
+    #[test]
+    fn route_renormalises_the_top_k() {
+        let r = route(&[0.0, 2.0, 1.0, 2.0], 2);
+        assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 3]);
+        assert!((r[0].1 - 0.5).abs() < 1e-6 && (r[1].1 - 0.5).abs() < 1e-6);
+        let r = route(&[0.0, 1.0, 3.0], 1);
+        assert_eq!(r, [(2, 1.0)]);
+    }
+}

@@ -1,0 +1,157 @@
+//! The transformer: embedding, then per layer RMSNorm -> attention -> residual -> RMSNorm ->
+//! MLP or MoE -> residual, then the final norm and the LM head. A call processes a batch of
+//! new positions (a whole prompt, or one generated token) against the KV cache.
+
+use super::attention::{KvCache, attention};
+use super::config::Config;
+use super::ffn;
+use super::mat::matmul;
+use super::names::Name;
+use super::ops::{Rope, rms_norm_rows};
+use super::weights::{self, Weights};
+use anyhow::{Result, ensure};
+use std::path::Path;
+
+pub struct Model {
+    w: Box<dyn Weights>,
+    cfg: Config,
+    /// No `output` tensor: the LM head is `token_embd`.
+    tied: bool,
+    rope: Rope,
+    cache: Vec<KvCache>,
+    n_past: usize,
+}
+
+/// Which positions' logits [`Model::forward`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last new position's: `vocab` floats.
+    Last,
+    /// Every new position's: `n * vocab` floats.
+    All,
+}
+
+impl Model {
+    /// Checks every weight against the config (shapes, supported types) before anything runs.
+    pub fn new(w: Box<dyn Weights>) -> Result<Self> {
+        let tied = weights::check(w.as_ref())?;
+        let cfg = w.config().clone();
+        Ok(Self {
+            rope: Rope::new(cfg.head_dim, cfg.rope_theta),
+            cache: vec![KvCache::default(); cfg.n_layer],
+            n_past: 0,
+            w,
+            cfg,
+            tied,
+        })
+    }
+
+    /// A GGUF file, or a checkpoint directory.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::new(weights::open(path)?)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn weights(&self) -> &dyn Weights {
+        self.w.as_ref()
+    }
+
+    /// Positions in the KV cache.
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// Empties the KV cache: the next call starts a new sequence at position 0.
+    pub fn reset(&mut self) {
+        self.cache.iter_mut().for_each(|c| *c = KvCache::default());
+        self.n_past = 0;
+    }
+
+    /// Runs `ids` at positions `n_past..n_past + ids.len()`, extends the KV cache, and returns
+    /// logits. On error the cache is reset.
+    pub fn forward(&mut self, ids: &[u32], which: Logits) -> Result<Vec<f32>> {
+        ensure!(!ids.is_empty(), "forward: no tokens");
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.cfg.vocab) {
+            anyhow::bail!(
+                "token id {bad} is outside the vocabulary ({})",
+                self.cfg.vocab
+            );
+        }
+        let r = self.run(ids, which);
+        if r.is_err() {
+            self.reset();
+        }
+        r
+    }
+
+    fn norm(&self, name: Name) -> Result<Vec<f32>> {
+        Ok(self.w.mat(name)?.to_f32())
+    }
+
+    fn run(&mut self, ids: &[u32], which: Logits) -> Result<Vec<f32>> {
+        let (n, h, hd) = (ids.len(), self.cfg.hidden, self.cfg.head_dim);
+        let (pos0, eps) = (self.n_past, self.cfg.rms_eps);
+        let w = self.w.as_ref();
+
+        let emb = w.mat(Name::TokenEmbd)?;
+        let mut x = vec![0f32; n * h];
+        for (row, &id) in x.chunks_exact_mut(h).zip(ids) {
+            emb.dequant_row(id as usize, row);
+        }
+        let rot: Vec<(Vec<f32>, Vec<f32>)> = (0..n).map(|t| self.rope.cos_sin(pos0 + t)).collect();
+
+        for l in 0..self.cfg.n_layer {
+            // Attention.
+            let xn = rms_norm_rows(&x, &self.norm(Name::AttnNorm(l))?, eps);
+            let mut q = matmul(&w.mat(Name::AttnQ(l))?, &xn, n);
+            let mut k = matmul(&w.mat(Name::AttnK(l))?, &xn, n);
+            let v = matmul(&w.mat(Name::AttnV(l))?, &xn, n);
+            for (t, (cos, sin)) in rot.iter().enumerate() {
+                let qt = &mut q[t * self.cfg.q_dim()..(t + 1) * self.cfg.q_dim()];
+                let kt = &mut k[t * self.cfg.kv_dim()..(t + 1) * self.cfg.kv_dim()];
+                for head in qt.chunks_exact_mut(hd).chain(kt.chunks_exact_mut(hd)) {
+                    Rope::apply(head, cos, sin);
+                }
+            }
+            let cache = &mut self.cache[l];
+            cache.k.extend_from_slice(&k);
+            cache.v.extend_from_slice(&v);
+            let att = attention(&self.cfg, &q, cache, pos0, n);
+            let o = matmul(&w.mat(Name::AttnOutput(l))?, &att, n);
+            add(&mut x, &o);
+
+            // Feed-forward.
+            let xn = rms_norm_rows(&x, &self.norm(Name::FfnNorm(l))?, eps);
+            let y = if self.cfg.is_moe() {
+                ffn::moe(w, &self.cfg, l, &xn, n)?
+            } else {
+                ffn::dense(w, l, &xn, n)?
+            };
+            add(&mut x, &y);
+        }
+        self.n_past += n;
+
+        // Only the positions whose logits are wanted go through the (vocab-sized) LM head.
+        let (x, m) = match which {
+            Logits::Last => (&x[(n - 1) * h..], 1),
+            Logits::All => (&x[..], n),
+        };
+        let xn = rms_norm_rows(x, &self.norm(Name::OutputNorm)?, eps);
+        let head = w.mat(if self.tied {
+            Name::TokenEmbd
+        } else {
+            Name::Output
+        })?;
+        Ok(matmul(&head, &xn, m))
+    }
+}
+
+/// The residual connection.
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}

@@ -1,0 +1,242 @@
+//! A borrowed, typed view of one weight matrix as stored, and the matmul over it. Weights are
+//! never converted to f32 as a whole: each task decodes only the rows it is working on.
+
+use super::kernels;
+use super::names::gguf_row_of_hf_row;
+use crate::gguf::GgmlType;
+use anyhow::{Result, ensure};
+use rayon::prelude::*;
+
+/// `rows` x `cols`, row-major (torch's `[out, in]`, GGUF's dims `{cols, rows}`), each row
+/// `cols` elements of `ty`.
+#[derive(Clone, Copy, Debug)]
+pub struct Mat<'a> {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    row_bytes: usize,
+    data: &'a [u8],
+    /// Some(n_head): rows are stored in llama.cpp's interleaved rotary order (GGUF attn_q and
+    /// attn_k); reading row r returns the stored row holding Hugging Face's row r.
+    unpermute_heads: Option<usize>,
+}
+
+impl<'a> Mat<'a> {
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self> {
+        ensure!(
+            kernels::supported(ty),
+            "{} weights are not supported by the forward pass yet",
+            ty.name()
+        );
+        let row_bytes = ty.row_bytes(cols as u64)? as usize;
+        ensure!(
+            data.len() == rows * row_bytes,
+            "{rows}x{cols} {} needs {} bytes, got {}",
+            ty.name(),
+            rows * row_bytes,
+            data.len()
+        );
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+            unpermute_heads: None,
+        })
+    }
+
+    /// Reads the rows back in Hugging Face's half-split rotary order (see formats/gguf.md).
+    pub fn unpermuted(self, n_head: usize) -> Result<Self> {
+        ensure!(
+            n_head > 0
+                && self.rows.is_multiple_of(n_head)
+                && (self.rows / n_head).is_multiple_of(2),
+            "cannot un-permute {} rows in {n_head} heads",
+            self.rows
+        );
+        Ok(Self {
+            unpermute_heads: Some(n_head),
+            ..self
+        })
+    }
+
+    /// Rows `start..start + n` (one expert of a stacked GGUF tensor).
+    pub fn slice_rows(self, start: usize, n: usize) -> Result<Self> {
+        ensure!(
+            self.unpermute_heads.is_none(),
+            "cannot slice a permuted matrix"
+        );
+        ensure!(
+            start + n <= self.rows,
+            "rows {start}..{} of {}",
+            start + n,
+            self.rows
+        );
+        Ok(Self {
+            rows: n,
+            data: &self.data[start * self.row_bytes..(start + n) * self.row_bytes],
+            ..self
+        })
+    }
+
+    /// The stored bytes of (logical) row `r`.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let s = match self.unpermute_heads {
+            Some(h) => gguf_row_of_hf_row(r, self.rows, h),
+            None => r,
+        };
+        &self.data[s * self.row_bytes..(s + 1) * self.row_bytes]
+    }
+
+    /// Row `r` decoded to f32 (`out.len() == cols`).
+    pub fn dequant_row(&self, r: usize, out: &mut [f32]) {
+        kernels::dequant_row(self.ty, self.row(r), out);
+    }
+
+    /// The whole matrix as f32: only for small tensors (norms, tests).
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (r, o) in out.chunks_exact_mut(self.cols).enumerate() {
+            self.dequant_row(r, o);
+        }
+        out
+    }
+}
+
+/// From this many positions on, decoding a block of rows once and running a GEMM over all
+/// positions beats a dot product per (row, position).
+const GEMM_MIN_POSITIONS: usize = 4;
+/// Weight rows per GEMM task. Fixed (not derived from the thread count), so results are too.
+const GEMM_ROWS: usize = 256;
+/// Weight elements per dot-product task: enough work to amortise scheduling.
+const DOT_TASK_ELEMS: usize = 1 << 15;
+
+/// `x` is `n` positions of `w.cols` floats; returns `n` positions of `w.rows` floats
+/// (`y[t][r] = w[r] . x[t]`), parallel over blocks of weight rows.
+pub fn matmul(w: &Mat, x: &[f32], n: usize) -> Vec<f32> {
+    let (rows, cols) = (w.rows, w.cols);
+    assert_eq!(x.len(), n * cols, "matmul: input is not {n} x {cols}");
+    // Computed weight-row-major ([rows][n]) so that each task owns a contiguous slice.
+    let mut yt = vec![0f32; rows * n];
+    if n < GEMM_MIN_POSITIONS {
+        let task_rows = (DOT_TASK_ELEMS / cols.max(1)).max(1);
+        yt.par_chunks_mut(task_rows * n).enumerate().for_each_init(
+            || vec![0f32; cols],
+            |scratch, (c, out)| {
+                for (i, o) in out.chunks_exact_mut(n).enumerate() {
+                    let row = w.row(c * task_rows + i);
+                    for (t, o) in o.iter_mut().enumerate() {
+                        *o = kernels::dot_row(w.ty, row, &x[t * cols..(t + 1) * cols], scratch);
+                    }
+                }
+            },
+        );
+    } else {
+        yt.par_chunks_mut(GEMM_ROWS * n).enumerate().for_each_init(
+            || vec![0f32; GEMM_ROWS * cols],
+            |block, (c, out)| {
+                let m = out.len() / n;
+                for i in 0..m {
+                    w.dequant_row(c * GEMM_ROWS + i, &mut block[i * cols..(i + 1) * cols]);
+                }
+                gemm_block(&block[..m * cols], x, out, m, n, cols);
+            },
+        );
+    }
+    if n == 1 {
+        return yt;
+    }
+    let mut y = vec![0f32; n * rows];
+    for (r, col) in yt.chunks_exact(n).enumerate() {
+        for (t, &v) in col.iter().enumerate() {
+            y[t * rows + r] = v;
+        }
+    }
+    y
+}
+
+/// out[m][n] = a[m][k] . b[n][k]^T, single-threaded (the caller parallelises).
+fn gemm_block(a: &[f32], b: &[f32], out: &mut [f32], m: usize, n: usize, k: usize) {
+    assert!(a.len() == m * k && b.len() == n * k && out.len() == m * n);
+    // SAFETY: the asserts above bound every access: dst is m x n with row stride n, lhs m x k
+    // with row stride k, rhs k x n read from b[n][k] (row stride 1, column stride k).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(w: &[f32], x: &[f32], rows: usize, cols: usize, n: usize) -> Vec<f32> {
+        let mut y = vec![0f32; n * rows];
+        for t in 0..n {
+            for r in 0..rows {
+                y[t * rows + r] = (0..cols)
+                    .map(|c| w[r * cols + c] as f64 * x[t * cols + c] as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn dot_and_gemm_paths_match_a_naive_product() {
+        let (rows, cols) = (150, 96);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 31 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let m = Mat::new(GgmlType::F32, rows, cols, &bytes).unwrap();
+        for n in [1, 3, 4, 9] {
+            let x: Vec<f32> = (0..n * cols)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 3.0)
+                .collect();
+            let got = matmul(&m, &x, n);
+            let want = naive(&w, &x, rows, cols, n);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-4, "n={n}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let (rows, cols, n) = (300, 64, 7);
+        let bytes: Vec<u8> = (0..rows * cols)
+            .flat_map(|i| (((i * 17 % 29) as f32 - 14.0) / 9.0).to_le_bytes())
+            .collect();
+        let m = Mat::new(GgmlType::F32, rows, cols, &bytes).unwrap();
+        let x: Vec<f32> = (0..n * cols).map(|i| (i % 5) as f32 - 2.0).collect();
+        let run = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| (matmul(&m, &x, n), matmul(&m, &x[..cols], 1)))
+        };
+        assert_eq!(run(1), run(3));
+    }
+}
