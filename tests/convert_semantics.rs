@@ -64,7 +64,7 @@ fn gguf_f32(g: &GgufFile, name: &str) -> Vec<f32> {
             .map(|c| bf16::from_le_bytes(c.try_into().unwrap()).to_f32())
             .collect(),
         GgmlType::Q8_0 => {
-            let mut v = Vec::new();
+            let mut v = vec![0f32; b.len() / 34 * 32];
             quant::q8_0::dequantize_row(b, &mut v);
             v
         }

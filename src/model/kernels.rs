@@ -9,9 +9,6 @@ use crate::gguf::GgmlType;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-/// Q8_0: 32 weights per block, an f16 scale then 32 i8.
-const Q8_0_BLOCK: (usize, usize) = (32, 34);
-
 /// Storage types the forward pass can read.
 pub fn supported(ty: GgmlType) -> bool {
     matches!(
@@ -59,16 +56,7 @@ pub fn dequant_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
                 }
             }
         },
-        GgmlType::Q8_0 => {
-            let (qk, bytes) = Q8_0_BLOCK;
-            for (b, o) in src.chunks_exact(bytes).zip(out.chunks_exact_mut(qk)) {
-                // As ggml's dequantize_row_q8_0: y = q * d, d widened from f16.
-                let d = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
-                for (o, &q) in o.iter_mut().zip(&b[2..]) {
-                    *o = q as i8 as f32 * d;
-                }
-            }
-        }
+        GgmlType::Q8_0 => crate::quant::q8_0::dequantize_row(src, out),
         other => panic!("no row kernel for {}", other.name()),
     }
 }
@@ -179,16 +167,5 @@ mod tests {
             let got = dot_row(ty, &bytes, &v, &mut scratch);
             assert!((got as f64 - want).abs() < 1e-4, "{ty:?} {got} {want}");
         }
-    }
-
-    #[test]
-    fn q8_0_decodes_like_the_reference_dequantizer() {
-        let x: Vec<f32> = (0..64).map(|i| (i as f32 - 30.0) * 0.013).collect();
-        let bytes = encode(&x, GgmlType::Q8_0);
-        let mut want = Vec::new();
-        quant::q8_0::dequantize_row(&bytes, &mut want);
-        let mut got = vec![0f32; 64];
-        dequant_row(GgmlType::Q8_0, &bytes, &mut got);
-        assert_eq!(got, want);
     }
 }

@@ -18,10 +18,16 @@ pub fn quantize_row(x: &[f32], out: &mut Vec<u8>) {
     }
 }
 
-pub fn dequantize_row(blocks: &[u8], out: &mut Vec<f32>) {
-    for b in blocks.chunks_exact(BLOCK_BYTES) {
+/// As ggml's `dequantize_row_q8_0`: y = q * d, d widened from f16. `out` holds 32 values per block.
+pub fn dequantize_row(blocks: &[u8], out: &mut [f32]) {
+    for (b, o) in blocks
+        .chunks_exact(BLOCK_BYTES)
+        .zip(out.chunks_exact_mut(QK))
+    {
         let d = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
-        out.extend(b[2..].iter().map(|&q| q as i8 as f32 * d));
+        for (o, &q) in o.iter_mut().zip(&b[2..]) {
+            *o = q as i8 as f32 * d;
+        }
     }
 }
 
