@@ -1,8 +1,9 @@
 //! `demo`: the main job on a built-in default. Converts the bundled trained tiny llm-jp model
-//! (or, when the binary runs away from its source tree, a generated one) and shows the result.
+//! (or, when the binary runs away from its source tree, a generated one) to GGUF in its own
+//! 16-bit type and in Q8_0, verifies both against the original, and shows the reports.
 
 use crate::convert::{self, OutType};
-use crate::inspect;
+use crate::{inspect, verify};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -49,5 +50,24 @@ pub fn run(out_dir: &Path, quiet: bool) -> Result<String> {
     let summary = inspect::inspect(&first, false, 6)?;
     log.push('\n');
     log.push_str(&summary);
+    let mut all_pass = true;
+    for name in ["auto", "q8_0"] {
+        let cand = out_dir.join(format!("llmjp-jglue-tiny.{name}.gguf"));
+        let opts = verify::Options {
+            quiet,
+            ..Default::default()
+        };
+        let r = verify::verify(&model, &cand, &opts)?;
+        let json = out_dir.join(format!("llmjp-jglue-tiny.{name}.verify.json"));
+        verify::report::write_json(&r, &json)?;
+        log.push_str(&format!(
+            "\n== verify {} against {} ==\n{r}report: {}\n",
+            cand.display(),
+            model.display(),
+            json.display()
+        ));
+        all_pass &= r.pass;
+    }
+    anyhow::ensure!(all_pass, "{log}\ndemo: a verification failed");
     Ok(log)
 }

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod convert;
 pub mod demo;
+pub mod generate;
 pub mod gguf;
 pub mod hf;
 pub mod inspect;
@@ -13,6 +14,7 @@ pub mod model;
 pub mod oracle;
 pub mod output;
 pub mod progress;
+pub mod prompt;
 pub mod quant;
 pub mod synth;
 pub mod tokenize;

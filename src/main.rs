@@ -1,6 +1,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use llmjp_convert::{convert, demo, inspect, synth};
+use llmjp_convert::prompt::TokenizerKind;
+use llmjp_convert::{convert, demo, generate, inspect, synth, verify};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -57,6 +58,73 @@ enum Cmd {
         /// Array items shown per metadata key.
         #[arg(long, default_value_t = 8)]
         max_items: usize,
+    },
+    /// Greedy generation from a checkpoint directory or a GGUF file.
+    Generate {
+        /// A GGUF file or a checkpoint directory.
+        model: PathBuf,
+        #[arg(short, long)]
+        prompt: String,
+        /// Render the prompt through the model's chat template as a user turn.
+        #[arg(long)]
+        chat: bool,
+        #[arg(short = 'n', long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// hf: the ids the model was trained on; llama: the ids llama.cpp would use (GGUF).
+        #[arg(long, default_value = "hf")]
+        tokenizer: TokenizerKind,
+        /// Also print the prompt's and the generated token ids (stderr).
+        #[arg(long)]
+        ids: bool,
+    },
+    /// Compare a converted or quantized model with its original; exit 3 when a check fails.
+    Verify {
+        /// The original: a checkpoint directory (or any model generate can read).
+        reference: PathBuf,
+        /// The converted file: a GGUF or a checkpoint directory.
+        candidate: PathBuf,
+        /// Prompts file: one prompt per line; a line starting with `chat:` is chat-templated.
+        #[arg(long)]
+        prompts: Option<PathBuf>,
+        /// Tokenizer-parity corpus, one text per line (default: a built-in sample).
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        /// Write the full report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Greedy tokens generated per prompt.
+        #[arg(short = 'n', long, default_value_t = 16)]
+        max_new_tokens: usize,
+        /// Differing corpus lines on which to measure what the tokenizer mismatch costs.
+        #[arg(long, default_value_t = 6)]
+        parity_cost_lines: usize,
+        /// Override a limit: NAME=VALUE (max_abs_error, mean_kl, max_kl, top1_agreement,
+        /// greedy_agreement; VALUE none drops the check). Repeatable.
+        #[arg(long = "threshold")]
+        thresholds: Vec<String>,
+        /// Use the limits of this storage type (f32, f16, bf16, q8_0, q4_k ...).
+        #[arg(long)]
+        thresholds_for: Option<String>,
+        /// Do not sha256 the input files.
+        #[arg(long)]
+        no_hash: bool,
+        /// Overwrite an existing JSON report.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Tokenizer parity only: HF ids (the reference's tokenizer.json) against llama.cpp's ids
+    /// (its SPM merge over the GGUF's vocabulary) on corpus files, one text per line.
+    Parity {
+        /// Checkpoint directory with tokenizer.json.
+        reference: PathBuf,
+        /// A GGUF file.
+        candidate: PathBuf,
+        /// Corpus files (default: verify's built-in sample).
+        #[arg(long, num_args = 1..)]
+        corpus: Vec<PathBuf>,
+        /// Differing lines shown per corpus.
+        #[arg(long, default_value_t = 3)]
+        examples: usize,
     },
     /// Convert the bundled tiny llm-jp model and show what was written.
     Demo {
@@ -120,6 +188,103 @@ fn run(cli: Cli) -> Result<()> {
             json,
             max_items,
         } => print!("{}", inspect::inspect(&path, json, max_items)?),
+        Cmd::Generate {
+            model,
+            prompt,
+            chat,
+            max_new_tokens,
+            tokenizer,
+            ids,
+        } => {
+            let req = generate::Request {
+                prompt,
+                chat,
+                max_new_tokens,
+                tokenizer,
+                show_ids: ids,
+            };
+            generate::run(&model, &req, &mut std::io::stdout())?;
+        }
+        Cmd::Verify {
+            reference,
+            candidate,
+            prompts,
+            corpus,
+            json,
+            max_new_tokens,
+            parity_cost_lines,
+            thresholds,
+            thresholds_for,
+            no_hash,
+            force,
+        } => {
+            let mut opts = verify::Options {
+                n_new: max_new_tokens,
+                parity_cost_lines,
+                threshold_overrides: thresholds,
+                thresholds_for,
+                hash: !no_hash,
+                quiet,
+                ..Default::default()
+            };
+            if let Some(p) = &prompts {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("{}: cannot read", p.display()))?;
+                opts.prompts = verify::prompts::parse_file(&text)
+                    .into_iter()
+                    .map(|(name, text, chat)| verify::Prompt { name, text, chat })
+                    .collect();
+                opts.prompts_source = p.display().to_string();
+            }
+            if let Some(c) = &corpus {
+                let text = std::fs::read_to_string(c)
+                    .with_context(|| format!("{}: cannot read", c.display()))?;
+                opts.corpus = (c.display().to_string(), text);
+            }
+            if let Some(j) = &json {
+                llmjp_convert::output::check_output_path(j, force, &[&reference, &candidate])?;
+            }
+            let report = verify::verify(&reference, &candidate, &opts)?;
+            print!("{report}");
+            if let Some(j) = &json {
+                verify::report::write_json(&report, j)?;
+            }
+            if !report.pass {
+                let failed: Vec<String> = report.failures().iter().map(|c| c.to_string()).collect();
+                return Err(VerifyFailed(failed.join("; ")).into());
+            }
+        }
+        Cmd::Parity {
+            reference,
+            candidate,
+            corpus,
+            examples,
+        } => {
+            use llmjp_convert::prompt::PromptEncoder;
+            use llmjp_convert::tokenize::{corpus_lines, hf_vs_llama};
+            let r = PromptEncoder::open(&reference)?;
+            let c = PromptEncoder::open(&candidate)?;
+            let hf = r.hf().context("the reference has no tokenizer.json")?;
+            let llama = c
+                .llama()
+                .context("the candidate is not a GGUF with a llama (SPM) vocabulary")?;
+            let mut texts = Vec::new();
+            for p in &corpus {
+                let t = std::fs::read_to_string(p)
+                    .with_context(|| format!("{}: cannot read", p.display()))?;
+                texts.push((p.display().to_string(), t));
+            }
+            if texts.is_empty() {
+                texts.push((
+                    "built-in sample".into(),
+                    verify::tokenizer::BUILTIN_CORPUS.to_string(),
+                ));
+            }
+            for (name, t) in &texts {
+                let rep = hf_vs_llama(hf, llama, &corpus_lines(t), examples)?;
+                print!("{name}: {rep}");
+            }
+        }
         Cmd::Demo { out_dir } => print!("{}", demo::run(&out_dir, quiet)?),
         Cmd::Synth {
             preset,
@@ -140,6 +305,18 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// A completed verification whose checks failed (exit 3, unlike errors: exit 1).
+#[derive(Debug)]
+struct VerifyFailed(String);
+
+impl std::fmt::Display for VerifyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "verify failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for VerifyFailed {}
+
 fn main() {
     let cli = Cli::parse();
     let result = (|| -> Result<()> {
@@ -154,6 +331,11 @@ fn main() {
     if let Err(e) = result {
         // One line: the chain of contexts joined by ": ".
         eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
-        std::process::exit(1);
+        let code = if e.downcast_ref::<VerifyFailed>().is_some() {
+            3
+        } else {
+            1
+        };
+        std::process::exit(code);
     }
 }

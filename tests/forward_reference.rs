@@ -3,20 +3,14 @@
 //! safetensors and on the GGUF files we write; with the feature `oracle`, also against
 //! llama.cpp on the same GGUF.
 
+mod common;
+
 use llmjp_convert::convert::{self, OutType};
 use llmjp_convert::model::{Logits, Model, argmax};
 use llmjp_convert::synth;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-
-const MODELS: &[&str] = &[
-    "llmjp-jglue-tiny",
-    "synth-dense",
-    "synth-gqa",
-    "synth-moe",
-    "synth-sharded",
-];
 
 /// What "matches transformers" means for f32 weights: the largest |logit difference| over
 /// the whole vocabulary.
@@ -75,51 +69,10 @@ fn gguf(name: &str, outtype: OutType) -> PathBuf {
     })
 }
 
-struct Prompt {
-    ids: Vec<u32>,
-    logits: Vec<f32>,
-    argmax: u32,
-    margin: f32,
-    greedy: Vec<u32>,
-    greedy_eos: Vec<u32>,
-}
+use common::reference::{self, MODELS, Prompt};
 
 fn reference(name: &str) -> Vec<Prompt> {
-    let dir = manifest().join("fixtures/reference");
-    let j: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
-    let raw = std::fs::read(dir.join(j["logits_file"].as_str().unwrap())).unwrap();
-    let all: Vec<f32> = raw
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    let v = j["vocab_size"].as_u64().unwrap() as usize;
-    let ids = |x: &serde_json::Value| -> Vec<u32> {
-        x.as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i.as_u64().unwrap() as u32)
-            .collect()
-    };
-    j["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let logits = all[i * v..(i + 1) * v].to_vec();
-            let mut s = logits.clone();
-            s.sort_by(|a, b| b.total_cmp(a));
-            Prompt {
-                ids: ids(&p["ids"]),
-                argmax: p["argmax"].as_u64().unwrap() as u32,
-                margin: s[0] - s[1],
-                logits,
-                greedy: ids(&p["greedy"]),
-                greedy_eos: ids(&p["greedy_eos"]),
-            }
-        })
-        .collect()
+    reference::load(name)
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {

@@ -3,20 +3,14 @@
 //! scripts/make_reference.py). Run with `cargo test --features oracle`.
 #![cfg(feature = "oracle")]
 
+mod common;
+
 use llmjp_convert::convert::{self, OutType};
 use llmjp_convert::gguf::{GgmlType, GgufFile};
 use llmjp_convert::oracle;
 use llmjp_convert::{chat, quant, synth};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-
-const MODELS: &[&str] = &[
-    "llmjp-jglue-tiny",
-    "synth-dense",
-    "synth-gqa",
-    "synth-moe",
-    "synth-sharded",
-];
 
 fn manifest() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -43,45 +37,10 @@ fn model_dir(name: &str) -> PathBuf {
     }
 }
 
-struct Prompt {
-    ids: Vec<i32>,
-    logits: Vec<f32>,
-    argmax: usize,
-    /// Reference top-1 minus top-2 logit.
-    margin: f32,
-}
+use common::reference::{self, MODELS, Prompt};
 
 fn reference(name: &str) -> Vec<Prompt> {
-    let dir = manifest().join("fixtures/reference");
-    let j: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
-    let raw = std::fs::read(dir.join(j["logits_file"].as_str().unwrap())).unwrap();
-    let all: Vec<f32> = raw
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    let v = j["vocab_size"].as_u64().unwrap() as usize;
-    j["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Prompt {
-            ids: p["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_i64().unwrap() as i32)
-                .collect(),
-            logits: all[i * v..(i + 1) * v].to_vec(),
-            argmax: p["argmax"].as_u64().unwrap() as usize,
-            margin: {
-                let mut l = all[i * v..(i + 1) * v].to_vec();
-                l.sort_by(|a, b| b.total_cmp(a));
-                l[0] - l[1]
-            },
-        })
-        .collect()
+    reference::load(name)
 }
 
 fn convert_opts(dir: &Path, out: &Path, outtype: OutType, permute_qk: bool) -> PathBuf {
@@ -143,10 +102,10 @@ fn run_against_reference(name: &str, gguf: &Path) -> Outcome {
         clear_disagreements: vec![],
     };
     for (i, p) in refs.iter().enumerate() {
-        let got = m.last_logits(&p.ids).unwrap();
+        let got = m.last_logits(&p.ids_i32()).unwrap();
         assert_eq!(got.len(), p.logits.len());
         assert_eq!(
-            argmax(&p.logits),
+            argmax(&p.logits) as u32,
             p.argmax,
             "reference file is self-consistent"
         );
@@ -157,7 +116,7 @@ fn run_against_reference(name: &str, gguf: &Path) -> Outcome {
             .fold(0f32, f32::max);
         o.max_abs = o.max_abs.max(d);
         o.mean_kl += kl(&p.logits, &got) / refs.len() as f64;
-        let agree = argmax(&got) == p.argmax;
+        let agree = argmax(&got) as u32 == p.argmax;
         o.argmax_agree += agree as usize;
         if !agree && p.margin >= NEAR_TIE {
             o.clear_disagreements.push(i);

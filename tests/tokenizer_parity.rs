@@ -267,9 +267,15 @@ mod oracle {
     fn spm_matches_llama_cpp_on_every_corpus_line() {
         let m = oracle::Model::load(gguf()).unwrap();
         let mut checked = 0;
-        for name in CORPORA {
-            let text = corpus(name);
-            for (i, line) in corpus_lines(&text).into_iter().enumerate() {
+        // The two JGLUE corpora and verify's built-in parity sample.
+        let sample = llmjp_convert::verify::tokenizer::BUILTIN_CORPUS;
+        let texts: Vec<(&str, String)> = CORPORA
+            .iter()
+            .map(|n| (*n, corpus(n)))
+            .chain([("verify built-in sample", sample.to_string())])
+            .collect();
+        for (name, text) in &texts {
+            for (i, line) in corpus_lines(text).into_iter().enumerate() {
                 for special in [false, true] {
                     let want = llama_cpp(&m, line, true, special);
                     let got = spm().tokenize(line, true, special).unwrap();
@@ -283,7 +289,7 @@ mod oracle {
                 }
             }
         }
-        assert_eq!(checked, 8000);
+        assert_eq!(checked, 8000 + 2 * corpus_lines(sample).len());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use crate::gguf::GgufFile;
 use crate::hf::ModelConfig;
 use anyhow::{Context, Result, ensure};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Config {
     pub n_layer: usize,
     pub hidden: usize,

@@ -8,13 +8,19 @@ pub fn log_softmax(x: &[f32]) -> Vec<f64> {
 }
 
 /// KL(reference || candidate): the information lost by using the candidate's distribution.
+/// Non-finite logits give infinity (never a pass), not NaN (which comparisons would ignore).
 pub fn kl_divergence(reference: &[f32], candidate: &[f32]) -> f64 {
     let (p, q) = (log_softmax(reference), log_softmax(candidate));
-    p.iter()
+    let kl = p
+        .iter()
         .zip(&q)
         .map(|(a, b)| a.exp() * (a - b))
-        .sum::<f64>()
-        .max(0.0)
+        .sum::<f64>();
+    if kl.is_nan() {
+        f64::INFINITY
+    } else {
+        kl.max(0.0)
+    }
 }
 
 /// Index of the largest value; the first one on ties (as greedy samplers do).
@@ -34,6 +40,8 @@ pub fn abs_error(a: &[f32], b: &[f32]) -> (f64, f64) {
     let mut sum = 0f64;
     for (x, y) in a.iter().zip(b) {
         let d = (*x as f64 - *y as f64).abs();
+        // NaN would vanish in max(); count it as an infinite error.
+        let d = if d.is_nan() { f64::INFINITY } else { d };
         max = max.max(d);
         sum += d;
     }
@@ -67,5 +75,7 @@ mod tests {
         assert_eq!(argmax(&[0.0, 3.0, 3.0, 1.0]), 1);
         assert_eq!(common_prefix(&[1, 2, 3], &[1, 2, 4, 5]), 2);
         assert_eq!(abs_error(&[1.0, 2.0], &[1.5, 2.0]), (0.5, 0.25));
+        assert_eq!(abs_error(&[1.0, 2.0], &[f32::NAN, 2.0]).0, f64::INFINITY);
+        assert_eq!(kl_divergence(&[1.0, 2.0], &[f32::NAN, 2.0]), f64::INFINITY);
     }
 }

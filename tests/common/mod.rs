@@ -12,6 +12,8 @@
 // Each test binary compiles its own copy and uses only some of the helpers.
 #![allow(dead_code)]
 
+pub mod reference;
+
 use sha2::{Digest, Sha256};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
