@@ -1172,3 +1172,42 @@ pub fn gguf_summary(path: &Path) -> Result<GgufSummary> {
         })
     }
 }
+
+// ---------------------------------------------------------------------------
+// ggml dequantization (type traits `to_float`)
+// ---------------------------------------------------------------------------
+
+/// Decodes `bytes` (whole blocks of ggml type `ty`) into `n` floats with ggml's own
+/// `to_float` from `ggml_get_type_traits` (`dequantize_row_*`, `ggml_fp16_to_fp32_row`, ...).
+/// F32 has no `to_float` in ggml and is copied.
+pub fn ggml_dequantize(ty: i32, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
+    let t = check_type(ty)?;
+    let row_size = ggml_row_size(ty, n)?;
+    ensure!(
+        bytes.len() == row_size,
+        "{} bytes of ggml type {ty}, expected {row_size} for {n} values",
+        bytes.len()
+    );
+    if ty == ggml_type::F32 {
+        return Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect());
+    }
+    let _guard = lock();
+    // SAFETY: valid type; ggml returns a pointer into its static type table.
+    let traits = unsafe { sys::ggml_get_type_traits(t) };
+    ensure!(!traits.is_null(), "no type traits for ggml type {ty}");
+    // SAFETY: non-null pointer to a static table entry.
+    let to_float =
+        unsafe { (*traits).to_float }.ok_or_else(|| anyhow!("ggml type {ty} has no to_float"))?;
+    let mut out = vec![0f32; n];
+    if n == 0 {
+        return Ok(out);
+    }
+    let k = i64::try_from(n).context("too many values")?;
+    // SAFETY: `bytes` holds exactly the blocks of `n` values of this type, `out` has room for
+    // `n` floats, and `n` is a multiple of the block size (checked by ggml_row_size).
+    unsafe { to_float(bytes.as_ptr().cast(), out.as_mut_ptr(), k) };
+    Ok(out)
+}
