@@ -12,10 +12,13 @@ pub mod inspect;
 pub mod model;
 #[cfg(feature = "oracle")]
 pub mod oracle;
+#[cfg(feature = "oracle")]
+pub mod oracle_quant;
 pub mod output;
 pub mod progress;
 pub mod prompt;
 pub mod quant;
+pub mod quantize;
 pub mod synth;
 pub mod tokenize;
 pub mod verify;

@@ -1,7 +1,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use llmjp_convert::prompt::TokenizerKind;
-use llmjp_convert::{convert, demo, generate, inspect, synth, verify};
+use llmjp_convert::{convert, demo, generate, inspect, quantize, synth, verify};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -45,6 +45,48 @@ enum Cmd {
         /// general.name (default: the model directory's name).
         #[arg(long)]
         name: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Quantize a GGUF (or a checkpoint directory, converted in memory) with llama-quantize's
+    /// mixes; the output is byte-identical to llama-quantize's.
+    Quantize {
+        /// A GGUF file (F32/F16/BF16; quantized ones need --allow-requantize) or a checkpoint
+        /// directory.
+        input: PathBuf,
+        /// Output GGUF file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// A llama-quantize type: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S, Q3_K_S, Q3_K_M,
+        /// Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, F16, BF16, F32 (Q3_K, Q4_K, Q5_K are
+        /// the _M mixes), or its number.
+        #[arg(long = "type", short = 't')]
+        ty: String,
+        /// Importance matrix (llama-imatrix's GGUF or legacy .dat format).
+        #[arg(long)]
+        imatrix: Option<PathBuf>,
+        /// The type's block type for every quantizable tensor: no mix rules.
+        #[arg(long)]
+        pure: bool,
+        /// Type of output.weight (e.g. q8_0, q6_K, f16).
+        #[arg(long)]
+        output_tensor_type: Option<String>,
+        /// Type of token_embd.weight.
+        #[arg(long)]
+        token_embedding_type: Option<String>,
+        /// REGEX=TYPE: tensors whose name matches get TYPE (first match wins). Repeatable.
+        #[arg(long = "tensor-type")]
+        tensor_types: Vec<String>,
+        /// Accept an input that is already quantized (decoded to f32, then re-quantized).
+        #[arg(long)]
+        allow_requantize: bool,
+        /// Overwrite an existing output.
+        #[arg(long)]
+        force: bool,
+        /// Do not write OUTPUT.sha256 beside the output.
+        #[arg(long)]
+        no_checksum: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -181,6 +223,59 @@ fn run(cli: Cli) -> Result<()> {
                     r.seconds,
                     r.sha256
                 );
+            }
+        }
+        Cmd::Quantize {
+            input,
+            output,
+            ty,
+            imatrix,
+            pure,
+            output_tensor_type,
+            token_embedding_type,
+            tensor_types,
+            allow_requantize,
+            force,
+            no_checksum,
+            json,
+        } => {
+            let opts = quantize::Options {
+                ftype: ty,
+                pure,
+                output_tensor_type,
+                token_embedding_type,
+                tensor_types,
+                imatrix,
+                allow_requantize,
+                force,
+                quiet,
+                checksum: !no_checksum,
+            };
+            let r = quantize::quantize(&input, &output, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let types: Vec<String> = r.types.iter().map(|(t, n)| format!("{n} {t}")).collect();
+                println!(
+                    "{}: {} tensors, {} ({}), {} bytes in {:.2}s\nsha256 {}",
+                    r.output.display(),
+                    r.tensors,
+                    r.ftype,
+                    types.join(", "),
+                    r.bytes,
+                    r.seconds,
+                    r.sha256
+                );
+                if !r.fallbacks.is_empty() && !quiet {
+                    let shown: Vec<&str> = r.fallbacks.iter().take(3).map(String::as_str).collect();
+                    let more = if r.fallbacks.len() > 3 { ", ..." } else { "" };
+                    eprintln!(
+                        "note: {} tensor(s) have rows that the mix's block type does not fit and \
+                         use a smaller block (as llama-quantize does): {}{more}",
+                        r.fallbacks.len(),
+                        shown.join(", ")
+                    );
+                }
             }
         }
         Cmd::Inspect {

@@ -59,7 +59,7 @@ pub struct Report {
 const CHUNK_ELEMS: usize = 1 << 20;
 
 /// Produces the bytes of output rows `rows` (a range over the planned tensor's outer rows).
-fn convert_rows(
+pub fn convert_rows(
     ck: &Checkpoint,
     t: &PlannedTensor,
     rows: std::ops::Range<usize>,
@@ -208,10 +208,9 @@ fn model_name(dir: &Path, cfg: &ModelConfig) -> String {
         .unwrap_or_else(|| "llm-jp".into())
 }
 
-/// The whole `to-gguf` job.
-pub fn to_gguf(dir: &Path, out: &Path, opts: &Options) -> Result<Report> {
-    let start = Instant::now();
-    check_output_path(out, opts.force, &[dir])?;
+/// Opens a checkpoint and plans its conversion: everything `to_gguf` does before writing.
+/// (`quantize` uses it to read a checkpoint directory without an intermediate file.)
+pub fn open_plan(dir: &Path, opts: &Options) -> Result<(Checkpoint, Plan)> {
     let cfg = ModelConfig::load(dir)?;
     let ck = Checkpoint::open(dir)?;
     let rows = ck
@@ -235,6 +234,14 @@ pub fn to_gguf(dir: &Path, out: &Path, opts: &Options) -> Result<Report> {
     if !opts.permute_qk {
         plan.tensors.iter_mut().for_each(|t| t.permute_heads = None);
     }
+    Ok((ck, plan))
+}
+
+/// The whole `to-gguf` job.
+pub fn to_gguf(dir: &Path, out: &Path, opts: &Options) -> Result<Report> {
+    let start = Instant::now();
+    check_output_path(out, opts.force, &[dir])?;
+    let (ck, plan) = open_plan(dir, opts)?;
     let infos: Vec<_> = plan.tensors.iter().map(|t| t.info.clone()).collect();
     let total: u64 = infos.iter().map(|t| t.n_bytes()).sum::<Result<u64>>()?;
 
