@@ -8,6 +8,7 @@ mod common;
 use llmjp_convert::convert::{self, OutType};
 use llmjp_convert::model::{Logits, Model, argmax};
 use llmjp_convert::synth;
+use llmjp_convert::verify::metrics::kl_divergence;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -81,18 +82,6 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max)
-}
-
-fn log_softmax(x: &[f32]) -> Vec<f64> {
-    let m = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = x.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
-    x.iter().map(|&v| v as f64 - lse).collect()
-}
-
-/// KL(reference || candidate) of the next-token distributions.
-fn kl(reference: &[f32], cand: &[f32]) -> f64 {
-    let (p, q) = (log_softmax(reference), log_softmax(cand));
-    p.iter().zip(&q).map(|(a, b)| a.exp() * (a - b)).sum()
 }
 
 /// Last-position logits of every reference prompt.
@@ -170,7 +159,7 @@ fn reduced_precision_ggufs_stay_close() {
             let (mut worst, mut mean_kl, mut agree) = (0f32, 0f64, 0);
             for (i, (p, got)) in refs.iter().zip(&logits).enumerate() {
                 worst = worst.max(max_abs(got, &p.logits));
-                mean_kl += kl(&p.logits, got) / refs.len() as f64;
+                mean_kl += kl_divergence(&p.logits, got) / refs.len() as f64;
                 let same = argmax(got) == p.argmax;
                 agree += same as usize;
                 assert!(

@@ -8,6 +8,7 @@ mod common;
 use llmjp_convert::convert::{self, OutType};
 use llmjp_convert::gguf::{GgmlType, GgufFile};
 use llmjp_convert::oracle;
+use llmjp_convert::verify::metrics::kl_divergence;
 use llmjp_convert::{chat, quant, synth};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -60,18 +61,6 @@ fn convert(name: &str, outtype: OutType) -> PathBuf {
     convert_opts(&model_dir(name), &out, outtype, true)
 }
 
-fn log_softmax(x: &[f32]) -> Vec<f64> {
-    let m = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = x.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
-    x.iter().map(|&v| v as f64 - lse).collect()
-}
-
-/// KL(reference || candidate) of the next-token distributions.
-fn kl(reference: &[f32], cand: &[f32]) -> f64 {
-    let (p, q) = (log_softmax(reference), log_softmax(cand));
-    p.iter().zip(&q).map(|(a, b)| a.exp() * (a - b)).sum()
-}
-
 fn argmax(x: &[f32]) -> usize {
     oracle::argmax(x).unwrap()
 }
@@ -115,7 +104,7 @@ fn run_against_reference(name: &str, gguf: &Path) -> Outcome {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         o.max_abs = o.max_abs.max(d);
-        o.mean_kl += kl(&p.logits, &got) / refs.len() as f64;
+        o.mean_kl += kl_divergence(&p.logits, &got) / refs.len() as f64;
         let agree = argmax(&got) as u32 == p.argmax;
         o.argmax_agree += agree as usize;
         if !agree && p.margin >= NEAR_TIE {

@@ -11,7 +11,6 @@ use crate::progress::Progress;
 use crate::quant;
 use crate::vocab::Vocab;
 use anyhow::{Context, Result, bail};
-use rayon::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -95,32 +94,17 @@ pub fn convert_rows(
     Ok(out)
 }
 
-/// Streams every planned tensor into `w`, converting chunks in parallel and writing them in
-/// order, so the bytes do not depend on the thread count.
-///
-/// Converting and writing overlap: while the calling thread writes (and so hashes) one group of
-/// chunks, the thread pool converts the next. Done one after the other, the write and the hash
-/// (about 40% of the CPU time of a bf16 -> f16 run) left the pool idle, and a conversion took
-/// twice as long as copying the bytes when the disk was not the bottleneck (BENCHMARKS.md).
+/// Streams every planned tensor into `w` (see [`crate::gguf::stream`]).
 pub fn write_tensors<W: Write>(
     ck: &Checkpoint,
     plan: &Plan,
     w: &mut GgufWriter<W>,
     progress: &Progress,
 ) -> Result<()> {
-    use std::ops::Range;
-    /// One group of chunks of one tensor, converted together and written in order.
-    struct Item<'a> {
-        t: &'a PlannedTensor,
-        chunks: &'a [Range<usize>],
-        first: bool,
-        last: bool,
-    }
-    let batch = rayon::current_num_threads().max(1) * 2;
-    let chunks: Vec<Vec<Range<usize>>> = plan
-        .tensors
-        .iter()
-        .map(|t| {
+    crate::gguf::stream::write_tensors(
+        w,
+        &plan.tensors,
+        |t| {
             let row_len = t.info.dims[0] as usize;
             let n_rows = (t.info.n_elements() / t.info.dims[0]) as usize;
             let rows_per_chunk = (CHUNK_ELEMS / row_len).max(1);
@@ -128,69 +112,15 @@ pub fn write_tensors<W: Write>(
                 .step_by(rows_per_chunk)
                 .map(|s| s..(s + rows_per_chunk).min(n_rows))
                 .collect()
-        })
-        .collect();
-    let mut items = Vec::new();
-    for (t, cs) in plan.tensors.iter().zip(&chunks) {
-        // A tensor with no rows still gets one (empty) item, to begin and end it.
-        let groups: Vec<&[Range<usize>]> = if cs.is_empty() {
-            vec![&cs[..]]
-        } else {
-            cs.chunks(batch).collect()
-        };
-        let n = groups.len();
-        for (i, g) in groups.into_iter().enumerate() {
-            items.push(Item {
-                t,
-                chunks: g,
-                first: i == 0,
-                last: i + 1 == n,
-            });
-        }
-    }
-    let convert = |it: &Item| -> Result<Vec<Vec<u8>>> {
-        it.chunks
-            .par_iter()
-            .map(|r| convert_rows(ck, it.t, r.clone()))
-            .collect()
-    };
-    let mut write = |it: &Item, parts: Vec<Vec<u8>>| -> Result<()> {
-        if it.first {
-            w.begin_tensor()?;
-        }
-        for p in parts {
-            w.write(&p)?;
-            progress.inc(p.len() as u64);
-        }
-        if it.last {
-            w.end_tensor()?;
-            for s in &it.t.sources {
+        },
+        |t, rows| convert_rows(ck, t, rows),
+        |t| {
+            for s in &t.sources {
                 ck.release(ck.get(s).expect("planned sources exist"));
             }
-        }
-        Ok(())
-    };
-    // The previous item and its converted parts, not yet written.
-    let mut pending: Option<(&Item, Vec<Vec<u8>>)> = None;
-    for it in &items {
-        let mut next = None;
-        let mut written = Ok(());
-        // The spawned conversion runs in the current pool (the global one, or the one a caller
-        // installed); the body writes on this thread. If this thread is itself the pool's only
-        // worker, it converts after writing: slower, never stuck.
-        rayon::in_place_scope(|s| {
-            s.spawn(|_| next = Some(convert(it)));
-            if let Some((prev, parts)) = pending.take() {
-                written = write(prev, parts);
-            }
-        });
-        written?;
-        pending = Some((it, next.expect("the scope ran the conversion")?));
-    }
-    if let Some((prev, parts)) = pending.take() {
-        write(prev, parts)?;
-    }
-    Ok(())
+        },
+        progress,
+    )
 }
 
 fn model_name(dir: &Path, cfg: &ModelConfig) -> String {

@@ -30,18 +30,32 @@ impl Model {
         n_new: usize,
         stop_on_eos: Option<u32>,
     ) -> Result<Vec<u32>> {
-        let mut out = Vec::with_capacity(n_new);
         if n_new == 0 {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        let mut logits = self.logits_last(ids)?;
-        loop {
-            let next = argmax(&logits);
-            out.push(next);
-            if out.len() == n_new || stop_on_eos == Some(next) {
-                return Ok(out);
+        Ok(self.greedy_with_first_logits(ids, n_new, stop_on_eos)?.1)
+    }
+
+    /// [`Model::generate_greedy`], also returning the logits of the position after `ids`
+    /// (computed even when `n_new` is 0).
+    pub fn greedy_with_first_logits(
+        &mut self,
+        ids: &[u32],
+        n_new: usize,
+        stop_on_eos: Option<u32>,
+    ) -> Result<(Vec<f32>, Vec<u32>)> {
+        let first = self.logits_last(ids)?;
+        let mut out = Vec::with_capacity(n_new);
+        if n_new > 0 {
+            let mut next = argmax(&first);
+            loop {
+                out.push(next);
+                if out.len() == n_new || stop_on_eos == Some(next) {
+                    break;
+                }
+                next = argmax(&self.forward(&[next], Logits::Last)?);
             }
-            logits = self.forward(&[next], Logits::Last)?;
         }
+        Ok((first, out))
     }
 }

@@ -22,7 +22,6 @@ use anyhow::{Context, Result, bail, ensure};
 use imatrix::Imatrix;
 use memmap2::Mmap;
 use mix::{Choice, Ftype, MixParams, ModelInfo, TensorDesc};
-use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::ops::Range;
@@ -261,86 +260,35 @@ fn produce(src: &Source, job: &Job, rows: Range<usize>) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Streams every job's bytes into `w`, converting chunks in parallel while the previous group
-/// is written, in order, so the bytes never depend on the thread count.
+/// Streams every job's bytes into `w` (see [`crate::gguf::stream`]). Chunks never cross an
+/// expert boundary, so each chunk uses one expert's importance weights.
 fn write_jobs<W: Write>(
     src: &Source,
     jobs: &[Job],
     w: &mut GgufWriter<W>,
     progress: &Progress,
 ) -> Result<()> {
-    struct Item<'a> {
-        job: &'a Job,
-        chunks: Vec<Range<usize>>,
-        first: bool,
-        last: bool,
-    }
-    let batch = rayon::current_num_threads().max(1) * 2;
-    let mut items = Vec::new();
-    for job in jobs {
-        let per_chunk = (CHUNK_ELEMS / job.row_len().max(1)).max(1);
-        let per_expert = job.rows_per_expert();
-        let mut chunks = Vec::new();
-        let n = job.n_rows();
-        let mut s = 0;
-        while s < n {
-            let expert_end = (s / per_expert + 1) * per_expert;
-            let e = (s + per_chunk).min(expert_end).min(n);
-            chunks.push(s..e);
-            s = e;
-        }
-        let groups: Vec<Vec<Range<usize>>> = if chunks.is_empty() {
-            vec![Vec::new()]
-        } else {
-            chunks.chunks(batch).map(<[_]>::to_vec).collect()
-        };
-        let k = groups.len();
-        for (i, g) in groups.into_iter().enumerate() {
-            items.push(Item {
-                job,
-                chunks: g,
-                first: i == 0,
-                last: i + 1 == k,
-            });
-        }
-    }
-    let convert = |it: &Item| -> Result<Vec<Vec<u8>>> {
-        it.chunks
-            .par_iter()
-            .map(|r| produce(src, it.job, r.clone()))
-            .collect()
-    };
-    let mut write = |it: &Item, parts: Vec<Vec<u8>>| -> Result<()> {
-        if it.first {
-            w.begin_tensor()?;
-        }
-        for p in parts {
-            w.write(&p)?;
-            progress.inc(p.len() as u64);
-        }
-        if it.last {
-            w.end_tensor()?;
-            src.release(it.job.src);
-        }
-        Ok(())
-    };
-    let mut pending: Option<(&Item, Vec<Vec<u8>>)> = None;
-    for it in &items {
-        let mut next = None;
-        let mut written = Ok(());
-        rayon::in_place_scope(|s| {
-            s.spawn(|_| next = Some(convert(it)));
-            if let Some((prev, parts)) = pending.take() {
-                written = write(prev, parts);
+    crate::gguf::stream::write_tensors(
+        w,
+        jobs,
+        |job| {
+            let per_chunk = (CHUNK_ELEMS / job.row_len().max(1)).max(1);
+            let per_expert = job.rows_per_expert();
+            let n = job.n_rows();
+            let mut chunks = Vec::new();
+            let mut s = 0;
+            while s < n {
+                let expert_end = (s / per_expert + 1) * per_expert;
+                let e = (s + per_chunk).min(expert_end).min(n);
+                chunks.push(s..e);
+                s = e;
             }
-        });
-        written?;
-        pending = Some((it, next.expect("the scope ran the conversion")?));
-    }
-    if let Some((prev, parts)) = pending.take() {
-        write(prev, parts)?;
-    }
-    Ok(())
+            chunks
+        },
+        |job, rows| produce(src, job, rows),
+        |job| src.release(job.src),
+        progress,
+    )
 }
 
 /// Replaces (remove, then append) a metadata key, as gguf_set_val_* does.

@@ -66,27 +66,6 @@ pub struct TokenizerReport {
     pub cost: Option<Cost>,
 }
 
-/// The greedy continuation of `ids` and the first next-token logits.
-fn run(
-    model: &mut Model,
-    ids: &[u32],
-    n_new: usize,
-    eos: Option<u32>,
-) -> Result<(Vec<f32>, Vec<u32>)> {
-    let first = model.logits_last(ids)?;
-    let mut toks = Vec::with_capacity(n_new);
-    let mut logits = first.clone();
-    while toks.len() < n_new {
-        let t = argmax(&logits) as u32;
-        toks.push(t);
-        if toks.len() == n_new || eos == Some(t) {
-            break;
-        }
-        logits = model.forward(&[t], crate::model::Logits::Last)?;
-    }
-    Ok((first, toks))
-}
-
 fn feed(f: &mut Feed, r: &[f32], r_toks: &[u32], c: &[f32], c_toks: &[u32]) {
     let kl = kl_divergence(r, c);
     f.mean_kl += kl;
@@ -134,10 +113,13 @@ pub fn report(
             with_llama_cpp_ids: Feed::default(),
         };
         for d in p.examples.iter().take(inp.cost_lines) {
-            let (r, r_toks) = run(reference, &d.hf_ids, inp.n_new, inp.eos)
+            let (r, r_toks) = reference
+                .greedy_with_first_logits(&d.hf_ids, inp.n_new, inp.eos)
                 .with_context(|| format!("corpus line {}", d.line + 1))?;
-            let (ch, ch_toks) = run(candidate, &d.hf_ids, inp.n_new, inp.eos)?;
-            let (cl, cl_toks) = run(candidate, &d.llama_ids, inp.n_new, inp.eos)?;
+            let (ch, ch_toks) =
+                candidate.greedy_with_first_logits(&d.hf_ids, inp.n_new, inp.eos)?;
+            let (cl, cl_toks) =
+                candidate.greedy_with_first_logits(&d.llama_ids, inp.n_new, inp.eos)?;
             feed(&mut c.with_hf_ids, &r, &r_toks, &ch, &ch_toks);
             feed(&mut c.with_llama_cpp_ids, &r, &r_toks, &cl, &cl_toks);
             c.lines += 1;
