@@ -1,7 +1,7 @@
 //! Causal self-attention with grouped-query heads over a KV cache.
 
 use super::config::Config;
-use super::kernels::dot;
+use super::kernels::{axpy, dot};
 use super::ops::softmax;
 use rayon::prelude::*;
 
@@ -37,10 +37,7 @@ pub fn attention(c: &Config, q: &[f32], cache: &KvCache, pos0: usize, n: usize) 
             }));
             softmax(scores);
             for (s, &p) in scores.iter().enumerate() {
-                let vs = &cache.v[s * kvd + g * hd..][..hd];
-                for (o, &v) in o.iter_mut().zip(vs) {
-                    *o += p * v;
-                }
+                axpy(p, &cache.v[s * kvd + g * hd..][..hd], o);
             }
         });
     out

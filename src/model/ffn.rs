@@ -6,12 +6,21 @@ use super::names::Name;
 use super::ops::{silu, softmax};
 use super::weights::Weights;
 use anyhow::Result;
+use rayon::prelude::*;
 
 /// `down(silu(gate(x)) * up(x))` for `n` positions.
 pub fn swiglu(gate: &Mat, up: &Mat, down: &Mat, x: &[f32], n: usize) -> Vec<f32> {
     let g = matmul(gate, x, n);
     let u = matmul(up, x, n);
-    let h: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| silu(g) * u).collect();
+    // Element-wise (each value computed alone), in parallel: a prompt has n * ffn of them.
+    let mut h = g;
+    h.par_chunks_mut(1 << 14)
+        .zip(u.par_chunks(1 << 14))
+        .for_each(|(h, u)| {
+            for (h, &u) in h.iter_mut().zip(u) {
+                *h = silu(*h) * u;
+            }
+        });
     matmul(down, &h, n)
 }
 

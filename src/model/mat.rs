@@ -94,6 +94,17 @@ impl<'a> Mat<'a> {
         kernels::dequant_row(self.ty, self.row(r), out);
     }
 
+    /// Columns `c0..c0 + out.len()` of row `r` decoded to f32; both ends on block boundaries.
+    pub fn dequant_cols(&self, r: usize, c0: usize, out: &mut [f32]) {
+        let bytes = |c: usize| {
+            self.ty
+                .row_bytes(c as u64)
+                .expect("column range is not block-aligned") as usize
+        };
+        let (b0, b1) = (bytes(c0), bytes(c0 + out.len()));
+        kernels::dequant_row(self.ty, &self.row(r)[b0..b1], out);
+    }
+
     /// The whole matrix as f32: only for small tensors (norms, tests).
     pub fn to_f32(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];
@@ -114,9 +125,25 @@ const DOT_TASK_ELEMS: usize = 1 << 15;
 
 /// `x` is `n` positions of `w.cols` floats; returns `n` positions of `w.rows` floats
 /// (`y[t][r] = w[r] . x[t]`), parallel over blocks of weight rows.
+///
+/// Fewer than [`GEMM_MIN_POSITIONS`] positions (generation): one fused dot product per
+/// (row, position), straight from the stored bytes. More (a prompt): on x86-64 with AVX2 /
+/// FMA / F16C the packed GEMM of `gemm.rs`; elsewhere blocks of rows decoded to f32 and the
+/// `gemm` crate.
 pub fn matmul(w: &Mat, x: &[f32], n: usize) -> Vec<f32> {
+    matmul_on(kernels::simd(), w, x, n)
+}
+
+/// [`matmul`] with the SIMD kernels (`simd`, where the CPU has them) or the portable ones.
+pub(crate) fn matmul_on(simd: bool, w: &Mat, x: &[f32], n: usize) -> Vec<f32> {
+    let simd = simd && kernels::simd();
     let (rows, cols) = (w.rows, w.cols);
     assert_eq!(x.len(), n * cols, "matmul: input is not {n} x {cols}");
+    #[cfg(target_arch = "x86_64")]
+    if simd && n >= GEMM_MIN_POSITIONS {
+        // SAFETY: simd is only true where kernels::simd() found AVX2, FMA and F16C.
+        return unsafe { super::gemm::matmul(w, x, n) };
+    }
     // Computed weight-row-major ([rows][n]) so that each task owns a contiguous slice.
     let mut yt = vec![0f32; rows * n];
     if n < GEMM_MIN_POSITIONS {
@@ -127,7 +154,13 @@ pub fn matmul(w: &Mat, x: &[f32], n: usize) -> Vec<f32> {
                 for (i, o) in out.chunks_exact_mut(n).enumerate() {
                     let row = w.row(c * task_rows + i);
                     for (t, o) in o.iter_mut().enumerate() {
-                        *o = kernels::dot_row(w.ty, row, &x[t * cols..(t + 1) * cols], scratch);
+                        *o = kernels::dot_row_on(
+                            simd,
+                            w.ty,
+                            row,
+                            &x[t * cols..(t + 1) * cols],
+                            scratch,
+                        );
                     }
                 }
             },
@@ -202,22 +235,43 @@ mod tests {
         y
     }
 
-    #[test]
-    fn dot_and_gemm_paths_match_a_naive_product() {
-        let (rows, cols) = (150, 96);
+    /// A weight matrix of `ty` and its exactly decoded f32 values.
+    fn weights(ty: GgmlType, rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
         let w: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 31 % 101) as f32 - 50.0) / 50.0)
             .collect();
-        let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let m = Mat::new(GgmlType::F32, rows, cols, &bytes).unwrap();
-        for n in [1, 3, 4, 9] {
-            let x: Vec<f32> = (0..n * cols)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 3.0)
-                .collect();
-            let got = matmul(&m, &x, n);
-            let want = naive(&w, &x, rows, cols, n);
-            for (a, b) in got.iter().zip(&want) {
-                assert!((a - b).abs() < 1e-4, "n={n}: {a} vs {b}");
+        let mut bytes = Vec::new();
+        crate::quant::encode(&w, cols, ty, &mut bytes).unwrap();
+        let decoded = Mat::new(ty, rows, cols, &bytes).unwrap().to_f32();
+        (bytes, decoded)
+    }
+
+    #[test]
+    fn dot_and_gemm_paths_match_a_naive_product() {
+        // Small, then with every edge of the packed GEMM: rows not a multiple of its 6-row
+        // tile or 48-row task, columns spanning three 1024-column blocks (the last partial),
+        // positions not a multiple of its 16-position panel.
+        let shapes = [
+            (GgmlType::F32, 150, 96, &[1, 3, 4, 9][..]),
+            (GgmlType::F16, 101, 2080, &[1, 2, 4, 17, 33][..]),
+            (GgmlType::Q8_0, 53, 2080, &[1, 3, 5, 16][..]),
+            (GgmlType::BF16, 7, 64, &[1, 4][..]),
+        ];
+        for (ty, rows, cols, ns) in shapes {
+            let (bytes, w) = weights(ty, rows, cols);
+            let m = Mat::new(ty, rows, cols, &bytes).unwrap();
+            for &n in ns {
+                let x: Vec<f32> = (0..n * cols)
+                    .map(|i| ((i * 7 % 13) as f32 - 6.0) / 3.0)
+                    .collect();
+                let want = naive(&w, &x, rows, cols, n);
+                for simd in [false, true] {
+                    let got = matmul_on(simd, &m, &x, n);
+                    let tol = 1e-6 * cols as f32;
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!((a - b).abs() < tol, "{ty:?} n={n} simd={simd}: {a} vs {b}");
+                    }
+                }
             }
         }
     }
@@ -230,12 +284,23 @@ mod tests {
             .collect();
         let m = Mat::new(GgmlType::F32, rows, cols, &bytes).unwrap();
         let x: Vec<f32> = (0..n * cols).map(|i| (i % 5) as f32 - 2.0).collect();
+        let (qbytes, _) = weights(GgmlType::Q8_0, 101, 2080);
+        let q = Mat::new(GgmlType::Q8_0, 101, 2080, &qbytes).unwrap();
+        let qx: Vec<f32> = (0..21 * 2080).map(|i| (i % 11) as f32 - 5.0).collect();
         let run = |threads| {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap()
-                .install(|| (matmul(&m, &x, n), matmul(&m, &x[..cols], 1)))
+                .install(|| {
+                    [false, true].map(|simd| {
+                        (
+                            matmul_on(simd, &m, &x, n),
+                            matmul_on(simd, &m, &x[..cols], 1),
+                            matmul_on(simd, &q, &qx, 21),
+                        )
+                    })
+                })
         };
         assert_eq!(run(1), run(3));
     }

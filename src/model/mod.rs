@@ -5,6 +5,7 @@
 //! - [`names`]: logical tensor names (GGUF's) and their Hugging Face counterparts.
 //! - [`kernels`]: per-storage-type row kernels (dequantize a row, dot a row with f32).
 //! - [`mat`]: a typed, borrowed view of one weight matrix and the matmul over it.
+//! - `gemm`: that matmul over many positions on x86-64 with AVX2 / FMA (a packed GEMM).
 //! - [`weights`]: where the weights come from (safetensors checkpoint or GGUF file).
 //! - [`ops`]: RMSNorm, rotary embedding, softmax, SiLU.
 //! - [`attention`]: the KV cache and causal grouped-query attention.
@@ -26,6 +27,8 @@ pub mod attention;
 pub mod config;
 pub mod ffn;
 pub mod forward;
+#[cfg(target_arch = "x86_64")]
+mod gemm;
 pub mod generate;
 pub mod kernels;
 pub mod mat;
