@@ -9,6 +9,7 @@ pub mod generate;
 pub mod gguf;
 pub mod hf;
 pub mod inspect;
+pub mod intq;
 pub mod model;
 #[cfg(feature = "oracle")]
 pub mod oracle;

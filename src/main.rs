@@ -1,7 +1,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use llmjp_convert::prompt::TokenizerKind;
-use llmjp_convert::{convert, demo, generate, inspect, quantize, synth, verify};
+use llmjp_convert::{convert, demo, generate, inspect, intq, quantize, synth, verify};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -50,19 +50,41 @@ enum Cmd {
         json: bool,
     },
     /// Quantize a GGUF (or a checkpoint directory, converted in memory) with llama-quantize's
-    /// mixes; the output is byte-identical to llama-quantize's.
+    /// mixes (the output is byte-identical to llama-quantize's); or, with --type int4|int8, a
+    /// checkpoint directory to a compressed-tensors or GPTQ checkpoint directory.
     Quantize {
         /// A GGUF file (F32/F16/BF16; quantized ones need --allow-requantize) or a checkpoint
         /// directory.
         input: PathBuf,
-        /// Output GGUF file.
+        /// Output GGUF file (a directory for int4/int8).
         #[arg(short, long)]
         output: PathBuf,
         /// A llama-quantize type: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S, Q3_K_S, Q3_K_M,
         /// Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, F16, BF16, F32 (Q3_K, Q4_K, Q5_K are
-        /// the _M mixes), or its number.
+        /// the _M mixes), or its number; or int4 / int8 (safetensors, formats/int-safetensors.md).
         #[arg(long = "type", short = 't')]
         ty: String,
+        /// int4/int8: compressed-tensors (pack-quantized, default), int-quantized (W8A8) or gptq.
+        #[arg(long)]
+        format: Option<String>,
+        /// int4/int8: rtn (default), mse or gptq.
+        #[arg(long)]
+        method: Option<String>,
+        /// int4/int8: columns per scale (default 128), or channel.
+        #[arg(long, allow_hyphen_values = true)]
+        group_size: Option<String>,
+        /// int4/int8: calibration text, one sample per line (default: a built-in sample).
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+        /// int4/int8: calibration sequences.
+        #[arg(long, default_value_t = 128)]
+        samples: usize,
+        /// int4/int8: tokens per calibration sequence.
+        #[arg(long, default_value_t = 512)]
+        seq_len: usize,
+        /// int4/int8: render calibration lines through the chat template.
+        #[arg(long)]
+        chat: bool,
         /// Importance matrix (llama-imatrix's GGUF or legacy .dat format).
         #[arg(long)]
         imatrix: Option<PathBuf>,
@@ -238,7 +260,58 @@ fn run(cli: Cli) -> Result<()> {
             force,
             no_checksum,
             json,
+            format,
+            method,
+            group_size,
+            calibration,
+            samples,
+            seq_len,
+            chat,
         } => {
+            if llmjp_convert::intq::is_int_type(&ty) {
+                anyhow::ensure!(
+                    imatrix.is_none() && !pure && tensor_types.is_empty(),
+                    "--imatrix, --pure and --tensor-type are for GGUF types, not {ty}"
+                );
+                let mut o = intq::Options::parse(
+                    &ty,
+                    format.as_deref(),
+                    method.as_deref(),
+                    group_size.as_deref(),
+                )?;
+                o.calib = intq::calib::CalibOptions {
+                    file: calibration,
+                    samples,
+                    seq_len,
+                    chat,
+                };
+                o.force = force;
+                o.quiet = quiet;
+                let r = intq::quantize_dir(&input, &output, &o)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    println!(
+                        "{}: int{} {:?} {:?}, group {}, {} weights quantized, {} bytes in {:.2}s",
+                        r.output.display(),
+                        r.bits,
+                        r.format,
+                        r.method,
+                        r.group_size.map_or("channel".into(), |g| g.to_string()),
+                        r.quantized_tensors,
+                        r.bytes,
+                        r.seconds
+                    );
+                }
+                return Ok(());
+            }
+            anyhow::ensure!(
+                format.is_none()
+                    && method.is_none()
+                    && group_size.is_none()
+                    && calibration.is_none(),
+                "--format, --method, --group-size and --calibration are for --type int4/int8"
+            );
             let opts = quantize::Options {
                 ftype: ty,
                 pure,

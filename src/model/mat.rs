@@ -1,6 +1,7 @@
 //! A borrowed, typed view of one weight matrix as stored, and the matmul over it. Weights are
 //! never converted to f32 as a whole: each task decodes only the rows it is working on.
 
+use super::intmat::IntView;
 use super::kernels;
 use super::names::gguf_row_of_hf_row;
 use crate::gguf::GgmlType;
@@ -19,6 +20,8 @@ pub struct Mat<'a> {
     /// Some(n_head): rows are stored in llama.cpp's interleaved rotary order (GGUF attn_q and
     /// attn_k); reading row r returns the stored row holding Hugging Face's row r.
     unpermute_heads: Option<usize>,
+    /// Some: integer weights (int4 / int8 with group scales); `ty`, `data` are unused then.
+    pub int: Option<IntView<'a>>,
 }
 
 impl<'a> Mat<'a> {
@@ -43,7 +46,30 @@ impl<'a> Mat<'a> {
             row_bytes,
             data,
             unpermute_heads: None,
+            int: None,
         })
+    }
+
+    /// Integer weights (a compressed-tensors or GPTQ checkpoint), checked against the shape.
+    pub fn new_int(rows: usize, cols: usize, view: IntView<'a>) -> Result<Self> {
+        view.check(rows, cols)?;
+        Ok(Self {
+            ty: GgmlType::I32,
+            rows,
+            cols,
+            row_bytes: 0,
+            data: &[],
+            unpermute_heads: None,
+            int: Some(view),
+        })
+    }
+
+    /// The storage type's name as verify reports it: `f16`, `q8_0`, `int4` ...
+    pub fn storage_name(&self) -> String {
+        match &self.int {
+            Some(v) => format!("int{}", v.bits),
+            None => self.ty.name().to_ascii_lowercase(),
+        }
     }
 
     /// Reads the rows back in Hugging Face's half-split rotary order (see formats/gguf.md).
@@ -64,8 +90,8 @@ impl<'a> Mat<'a> {
     /// Rows `start..start + n` (one expert of a stacked GGUF tensor).
     pub fn slice_rows(self, start: usize, n: usize) -> Result<Self> {
         ensure!(
-            self.unpermute_heads.is_none(),
-            "cannot slice a permuted matrix"
+            self.unpermute_heads.is_none() && self.int.is_none(),
+            "cannot slice a permuted or integer matrix"
         );
         ensure!(
             start + n <= self.rows,
@@ -91,11 +117,17 @@ impl<'a> Mat<'a> {
 
     /// Row `r` decoded to f32 (`out.len() == cols`).
     pub fn dequant_row(&self, r: usize, out: &mut [f32]) {
+        if let Some(v) = &self.int {
+            return v.dequant_cols(self.rows, self.cols, r, 0, out);
+        }
         kernels::dequant_row(self.ty, self.row(r), out);
     }
 
     /// Columns `c0..c0 + out.len()` of row `r` decoded to f32; both ends on block boundaries.
     pub fn dequant_cols(&self, r: usize, c0: usize, out: &mut [f32]) {
+        if let Some(v) = &self.int {
+            return v.dequant_cols(self.rows, self.cols, r, c0, out);
+        }
         let bytes = |c: usize| {
             self.ty
                 .row_bytes(c as u64)
@@ -139,14 +171,16 @@ pub(crate) fn matmul_on(simd: bool, w: &Mat, x: &[f32], n: usize) -> Vec<f32> {
     let simd = simd && kernels::simd();
     let (rows, cols) = (w.rows, w.cols);
     assert_eq!(x.len(), n * cols, "matmul: input is not {n} x {cols}");
+    // Integer weights have no fused kernels (yet): decode blocks of rows, then a GEMM.
+    let int = w.int.is_some();
     #[cfg(target_arch = "x86_64")]
-    if simd && n >= GEMM_MIN_POSITIONS {
+    if simd && n >= GEMM_MIN_POSITIONS && !int {
         // SAFETY: simd is only true where kernels::simd() found AVX2, FMA and F16C.
         return unsafe { super::gemm::matmul(w, x, n) };
     }
     // Computed weight-row-major ([rows][n]) so that each task owns a contiguous slice.
     let mut yt = vec![0f32; rows * n];
-    if n < GEMM_MIN_POSITIONS {
+    if n < GEMM_MIN_POSITIONS && !int {
         let task_rows = (DOT_TASK_ELEMS / cols.max(1)).max(1);
         yt.par_chunks_mut(task_rows * n).enumerate().for_each_init(
             || vec![0f32; cols],

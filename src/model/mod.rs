@@ -4,6 +4,7 @@
 //! - [`config`]: hyperparameters, from config.json or GGUF `llama.*` metadata.
 //! - [`names`]: logical tensor names (GGUF's) and their Hugging Face counterparts.
 //! - [`kernels`]: per-storage-type row kernels (dequantize a row, dot a row with f32).
+//! - [`intmat`]: int4 / int8 weights with group scales (compressed-tensors, GPTQ).
 //! - [`mat`]: a typed, borrowed view of one weight matrix and the matmul over it.
 //! - `gemm`: that matmul over many positions on x86-64 with AVX2 / FMA (a packed GEMM).
 //! - [`weights`]: where the weights come from (safetensors checkpoint or GGUF file).
@@ -30,6 +31,8 @@ pub mod forward;
 #[cfg(target_arch = "x86_64")]
 mod gemm;
 pub mod generate;
+pub mod intmat;
+pub mod intweights;
 pub mod kernels;
 pub mod mat;
 pub mod names;

@@ -6,6 +6,7 @@
 //! llama.cpp's interleaved rotary embedding, are un-permuted as they are read.
 
 use super::config::Config;
+use super::intweights::{self, IntKind};
 use super::mat::Mat;
 use super::names::Name;
 use crate::gguf::{GgmlType, GgufFile};
@@ -37,18 +38,24 @@ pub fn open(path: &Path) -> Result<Box<dyn Weights>> {
 pub struct HfWeights {
     ck: Checkpoint,
     config: Config,
+    /// Some: an integer checkpoint (its Linear weights are read through `intweights`).
+    int: Option<IntKind>,
 }
 
 impl HfWeights {
     pub fn open(dir: &Path) -> Result<Self> {
         let config = Config::from_hf(&ModelConfig::load(dir)?);
         let ck = Checkpoint::open(dir)?;
+        let int = intweights::kind(dir)?;
+        if let Some(IntKind::Gptq(bits)) = int {
+            intweights::check_gptq(&ck, bits)?;
+        }
         // The reader advises sequential access (right for one conversion pass, and it lets the
         // kernel drop pages behind the reader); inference reads every weight once per token.
         for s in &ck.shards {
             let _ = s.map.advise(memmap2::Advice::Normal);
         }
-        Ok(Self { ck, config })
+        Ok(Self { ck, config, int })
     }
 }
 
@@ -59,6 +66,12 @@ impl Weights for HfWeights {
 
     fn mat(&self, name: Name) -> Result<Mat<'_>> {
         let hf = name.hf();
+        if let Some(kind) = self.int
+            && self.ck.get(&hf).is_none_or(|t| t.dtype == Dtype::I8)
+            && let Some(m) = intweights::mat(&self.ck, kind, &hf)?
+        {
+            return Ok(m);
+        }
         let t = self
             .ck
             .get(&hf)
@@ -78,7 +91,14 @@ impl Weights for HfWeights {
     }
 
     fn has(&self, name: Name) -> bool {
-        self.ck.get(&name.hf()).is_some()
+        let hf = name.hf();
+        self.ck.get(&hf).is_some()
+            || self.int.is_some() && {
+                let base = hf.strip_suffix(".weight").unwrap_or(&hf);
+                ["weight_packed", "qweight"]
+                    .iter()
+                    .any(|s| self.ck.get(&format!("{base}.{s}")).is_some())
+            }
     }
 
     fn describe(&self) -> String {

@@ -121,8 +121,8 @@ fn storage(m: &Model) -> Result<(String, BTreeMap<String, u64>)> {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for (name, rows, cols) in weights::expected_shapes(m.config(), tied) {
         if rows > 1 {
-            let t = w.mat(name)?.ty;
-            *counts.entry(t.name().to_ascii_lowercase()).or_default() += (rows * cols) as u64;
+            let t = w.mat(name)?.storage_name();
+            *counts.entry(t).or_default() += (rows * cols) as u64;
         }
     }
     let top = counts
