@@ -30,6 +30,25 @@ pub struct IntView<'a> {
     /// F32, F16 or BF16.
     pub scale_ty: GgmlType,
     pub scales: &'a [u8],
+    /// Some(8): the inputs are fake-quantized to int8 per position first (compressed-tensors
+    /// W8A8 with dynamic per-token activations), as transformers runs such a checkpoint.
+    pub act_bits: Option<u32>,
+}
+
+/// Each position of `x` (`n` rows) rounded to int8 at scale `absmax / 127.5` and back, as
+/// compressed-tensors' dynamic per-token `fake_quantize` does (in f32, ties to even).
+pub fn fake_quant_rows(x: &[f32], n: usize) -> Vec<f32> {
+    let cols = x.len() / n.max(1);
+    let mut out = x.to_vec();
+    for row in out.chunks_exact_mut(cols.max(1)) {
+        let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let s = amax / 127.5;
+        let s = if s == 0.0 { f32::EPSILON } else { s };
+        for v in row.iter_mut() {
+            *v = (*v / s).clamp(-128.0, 127.0).round_ties_even() * s;
+        }
+    }
+    out
 }
 
 impl<'a> IntView<'a> {

@@ -13,7 +13,8 @@ use std::path::Path;
 /// What kind of integer checkpoint a directory holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IntKind {
-    CompressedTensors,
+    /// With `Some(8)`: int8 activations, quantized per token at run time (W8A8).
+    CompressedTensors { act_bits: Option<u32> },
     /// GPTQ v1 with this many bits.
     Gptq(u32),
 }
@@ -37,7 +38,21 @@ pub fn kind(dir: &Path) -> Result<Option<IntKind>> {
                 .get("config_groups")
                 .and_then(Value::as_object)
                 .with_context(|| format!("{ctx}: quantization_config has no config_groups"))?;
+            let mut act_bits = None;
             for (name, g) in groups {
+                if let Some(a) = g.get("input_activations").filter(|a| !a.is_null()) {
+                    let ok = a.get("type").and_then(Value::as_str) == Some("int")
+                        && a.get("num_bits").and_then(Value::as_u64) == Some(8)
+                        && a.get("symmetric").and_then(Value::as_bool) == Some(true)
+                        && a.get("strategy").and_then(Value::as_str) == Some("token")
+                        && a.get("dynamic").and_then(Value::as_bool) == Some(true);
+                    ensure!(
+                        ok,
+                        "{ctx}: config group {name}: only dynamic symmetric int8 per-token \
+                         activations are supported"
+                    );
+                    act_bits = Some(8);
+                }
                 let w = g.get("weights").unwrap_or(&Value::Null);
                 let sym = w.get("symmetric").and_then(Value::as_bool) == Some(true);
                 let int = w.get("type").and_then(Value::as_str) == Some("int");
@@ -47,7 +62,7 @@ pub fn kind(dir: &Path) -> Result<Option<IntKind>> {
                     "{ctx}: config group {name}: only symmetric int4/int8 weights are supported"
                 );
             }
-            Ok(Some(IntKind::CompressedTensors))
+            Ok(Some(IntKind::CompressedTensors { act_bits }))
         }
         "gptq" => {
             let bits = q.get("bits").and_then(Value::as_u64).unwrap_or(0) as u32;
@@ -130,6 +145,10 @@ pub fn mat<'a>(ck: &'a Checkpoint, kind: IntKind, hf: &str) -> Result<Option<Mat
     };
     let view = |layout, bits, group, q: &TensorRef, s: &TensorRef| -> Result<IntView<'a>> {
         Ok(IntView {
+            act_bits: match kind {
+                IntKind::CompressedTensors { act_bits } => act_bits,
+                IntKind::Gptq(_) => None,
+            },
             layout,
             bits,
             group,
@@ -139,7 +158,7 @@ pub fn mat<'a>(ck: &'a Checkpoint, kind: IntKind, hf: &str) -> Result<Option<Mat
         })
     };
     match kind {
-        IntKind::CompressedTensors => {
+        IntKind::CompressedTensors { .. } => {
             let scale = match get("weight_scale") {
                 Some(s) => s,
                 None => return Ok(None),

@@ -170,6 +170,14 @@ pub fn matmul(w: &Mat, x: &[f32], n: usize) -> Vec<f32> {
 pub(crate) fn matmul_on(simd: bool, w: &Mat, x: &[f32], n: usize) -> Vec<f32> {
     let simd = simd && kernels::simd();
     let (rows, cols) = (w.rows, w.cols);
+    let quantized_x;
+    let x = match w.int.and_then(|v| v.act_bits) {
+        Some(_) => {
+            quantized_x = super::intmat::fake_quant_rows(x, n);
+            &quantized_x[..]
+        }
+        None => x,
+    };
     assert_eq!(x.len(), n * cols, "matmul: input is not {n} x {cols}");
     // Integer weights have no fused kernels (yet): decode blocks of rows, then a GEMM.
     let int = w.int.is_some();
