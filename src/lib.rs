@@ -1,4 +1,5 @@
-//! llmjp-convert: LLM-jp Hugging Face checkpoints to GGUF (and, later, quantized formats),
+//! llmjp-convert: LLM-jp Hugging Face checkpoints to GGUF and quantized GGUF, checked by a
+//! reference forward pass,
 //! with the data flowing one way: hf (read) -> convert::plan (map) -> quant (transform) ->
 //! gguf (write) -> verify.
 
@@ -8,6 +9,7 @@ pub mod demo;
 pub mod generate;
 pub mod gguf;
 pub mod hf;
+pub mod imatrix;
 pub mod inspect;
 pub mod model;
 #[cfg(feature = "oracle")]

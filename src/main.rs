@@ -1,7 +1,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use llmjp_convert::prompt::TokenizerKind;
-use llmjp_convert::{convert, demo, generate, inspect, quantize, synth, verify};
+use llmjp_convert::{convert, demo, generate, imatrix, inspect, quantize, synth, verify};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -167,6 +167,35 @@ enum Cmd {
         /// Differing lines shown per corpus.
         #[arg(long, default_value_t = 3)]
         examples: usize,
+    },
+    /// Compute an importance matrix (llama-imatrix's GGUF format) for `quantize --imatrix`,
+    /// with our forward pass over calibration text.
+    Imatrix {
+        /// A checkpoint directory or a GGUF file (F32/F16/BF16/Q8_0 or any type we quantize).
+        model: PathBuf,
+        /// Output file (GGUF).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Calibration text (UTF-8). Default: a built-in Japanese-heavy text (JGLUE
+        /// JCommonsenseQA and JNLI lines, then a mixed Japanese / English / code sample).
+        #[arg(long, short = 'f')]
+        text: Option<PathBuf>,
+        /// Tokens per chunk (llama-imatrix's context size).
+        #[arg(long, default_value_t = 512)]
+        chunk_size: usize,
+        /// Process at most this many chunks (default: all whole chunks of --text, 64 of the
+        /// built-in text).
+        #[arg(long)]
+        chunks: Option<usize>,
+        /// Also record output.weight's input (llama-imatrix --process-output).
+        #[arg(long)]
+        process_output: bool,
+        /// Overwrite an existing output.
+        #[arg(long)]
+        force: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Convert the bundled tiny llm-jp model and show what was written.
     Demo {
@@ -378,6 +407,40 @@ fn run(cli: Cli) -> Result<()> {
             for (name, t) in &texts {
                 let rep = hf_vs_llama(hf, llama, &corpus_lines(t), examples)?;
                 print!("{name}: {rep}");
+            }
+        }
+        Cmd::Imatrix {
+            model,
+            output,
+            text,
+            chunk_size,
+            chunks,
+            process_output,
+            force,
+            json,
+        } => {
+            let opts = imatrix::Options {
+                text,
+                chunk_size,
+                chunks,
+                process_output,
+                force,
+                quiet,
+            };
+            let s = imatrix::run(&model, &output, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "wrote {}: {} weights from {} chunks of {} tokens ({} tokens of {}) in {:.1} s",
+                    s.output.display(),
+                    s.entries,
+                    s.chunks,
+                    s.chunk_size,
+                    s.tokens,
+                    s.dataset,
+                    s.seconds
+                );
             }
         }
         Cmd::Demo { out_dir } => print!("{}", demo::run(&out_dir, quiet)?),

@@ -37,7 +37,7 @@ pub mod ops;
 pub mod weights;
 
 pub use config::Config;
-pub use forward::{Logits, Model};
+pub use forward::{Logits, Model, Observer};
 pub use generate::argmax;
 pub use mat::{Mat, matmul};
 pub use names::Name;
