@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod convert;
+pub mod cuda;
 pub mod demo;
 pub mod generate;
 pub mod gguf;
