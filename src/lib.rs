@@ -2,6 +2,7 @@
 //! with the data flowing one way: hf (read) -> convert::plan (map) -> quant (transform) ->
 //! gguf (write) -> verify.
 
+pub mod bench;
 pub mod chat;
 pub mod convert;
 pub mod cuda;
