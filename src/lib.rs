@@ -3,8 +3,10 @@
 //! with the data flowing one way: hf (read) -> convert::plan (map) -> quant (transform) ->
 //! gguf (write) -> verify.
 
+pub mod bench;
 pub mod chat;
 pub mod convert;
+pub mod cuda;
 pub mod demo;
 pub mod generate;
 pub mod gguf;

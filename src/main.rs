@@ -1,7 +1,8 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use llmjp_convert::model::Device;
 use llmjp_convert::prompt::TokenizerKind;
-use llmjp_convert::{convert, demo, generate, imatrix, inspect, quantize, synth, verify};
+use llmjp_convert::{bench, convert, demo, generate, imatrix, inspect, quantize, synth, verify};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -118,6 +119,9 @@ enum Cmd {
         /// Also print the prompt's and the generated token ids (stderr).
         #[arg(long)]
         ids: bool,
+        /// Where the forward pass runs: cpu, cuda (a build with --features cuda) or auto.
+        #[arg(long, default_value = "cpu")]
+        device: Device,
     },
     /// Compare a converted or quantized model with its original; exit 3 when a check fails.
     Verify {
@@ -153,6 +157,32 @@ enum Cmd {
         /// Overwrite an existing JSON report.
         #[arg(long)]
         force: bool,
+        /// Where the candidate's forward pass runs: cpu, cuda or auto.
+        #[arg(long, default_value = "cpu")]
+        device: Device,
+        /// Where the reference's runs (default: --device). Verifying a model against itself
+        /// on another device uses f32's limits unless --thresholds-for says otherwise.
+        #[arg(long)]
+        reference_device: Option<Device>,
+    },
+    /// Forward-pass speed: prompt processing (one batch) and greedy generation (KV cache).
+    Bench {
+        /// A GGUF file or a checkpoint directory.
+        model: PathBuf,
+        /// cpu, cuda or auto.
+        #[arg(long, default_value = "cpu")]
+        device: Device,
+        /// Prompt length (one batch; logits of the last position).
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+        /// Tokens generated one at a time after the prompt.
+        #[arg(long, default_value_t = 32)]
+        gen_tokens: usize,
+        /// Timed repetitions after one warm-up.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        #[arg(long)]
+        json: bool,
     },
     /// Tokenizer parity only: HF ids (the reference's tokenizer.json) against llama.cpp's ids
     /// (its SPM merge over the GGUF's vocabulary) on corpus files, one text per line.
@@ -319,6 +349,7 @@ fn run(cli: Cli) -> Result<()> {
             max_new_tokens,
             tokenizer,
             ids,
+            device,
         } => {
             let req = generate::Request {
                 prompt,
@@ -326,6 +357,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_new_tokens,
                 tokenizer,
                 show_ids: ids,
+                device,
             };
             generate::run(&model, &req, &mut std::io::stdout())?;
         }
@@ -341,8 +373,12 @@ fn run(cli: Cli) -> Result<()> {
             thresholds_for,
             no_hash,
             force,
+            device,
+            reference_device,
         } => {
             let mut opts = verify::Options {
+                device,
+                reference_device,
                 n_new: max_new_tokens,
                 parity_cost_lines,
                 threshold_overrides: thresholds,
@@ -441,6 +477,27 @@ fn run(cli: Cli) -> Result<()> {
                     s.dataset,
                     s.seconds
                 );
+            }
+        }
+        Cmd::Bench {
+            model,
+            device,
+            prompt_tokens,
+            gen_tokens,
+            reps,
+            json,
+        } => {
+            let opts = bench::Options {
+                device,
+                prompt_tokens,
+                gen_tokens,
+                reps,
+            };
+            let r = bench::run(&model, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{r}");
             }
         }
         Cmd::Demo { out_dir } => print!("{}", demo::run(&out_dir, quiet)?),

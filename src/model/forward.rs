@@ -4,6 +4,7 @@
 
 use super::attention::{KvCache, attention};
 use super::config::Config;
+use super::device::Device;
 use super::ffn;
 use super::mat::matmul;
 use super::names::Name;
@@ -26,6 +27,14 @@ pub struct Model {
     cache: Vec<KvCache>,
     n_past: usize,
     observer: Option<Observer>,
+    engine: Engine,
+}
+
+/// Where [`Model::forward`] runs. The CPU path is this file; the GPU path (`crate::cuda`)
+/// computes the same steps with the same host-side rotary tables and routing.
+enum Engine {
+    Cpu,
+    Cuda(Box<crate::cuda::Engine>),
 }
 
 /// Which positions' logits [`Model::forward`] returns.
@@ -47,6 +56,7 @@ impl Model {
             cache: vec![KvCache::default(); cfg.n_layer],
             n_past: 0,
             observer: None,
+            engine: Engine::Cpu,
             w,
             cfg,
             tied,
@@ -56,6 +66,37 @@ impl Model {
     /// A GGUF file, or a checkpoint directory.
     pub fn open(path: &Path) -> Result<Self> {
         Self::new(weights::open(path)?)
+    }
+
+    /// [`Model::new`] on `device` (`Auto`: CUDA when usable, else the CPU). CUDA uploads the
+    /// weights here; without the `cuda` feature or a GPU it is an error.
+    pub fn new_on(w: Box<dyn Weights>, device: Device) -> Result<Self> {
+        let mut m = Self::new(w)?;
+        if device.resolve() == Device::Cuda {
+            m.engine = Engine::Cuda(Box::new(crate::cuda::Engine::new(m.w.as_ref(), m.tied)?));
+        }
+        Ok(m)
+    }
+
+    /// [`Model::open`] on `device`.
+    pub fn open_on(path: &Path, device: Device) -> Result<Self> {
+        Self::new_on(weights::open(path)?, device)
+    }
+
+    /// The device the forward pass runs on (never `Auto`).
+    pub fn device(&self) -> Device {
+        match self.engine {
+            Engine::Cpu => Device::Cpu,
+            Engine::Cuda(_) => Device::Cuda,
+        }
+    }
+
+    /// The device in words ("cpu", or the GPU and how its weights are held).
+    pub fn device_description(&self) -> String {
+        match &self.engine {
+            Engine::Cpu => "cpu".into(),
+            Engine::Cuda(e) => e.describe(),
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -92,7 +133,16 @@ impl Model {
                 self.cfg.vocab
             );
         }
-        let r = self.run(ids, which);
+        let r = match &mut self.engine {
+            Engine::Cpu => self.run(ids, which),
+            // The observer (imatrix, calibration) sees host activations: CPU only.
+            Engine::Cuda(_) if self.observer.is_some() => Err(anyhow::anyhow!(
+                "activation statistics are collected on the CPU only"
+            )),
+            Engine::Cuda(e) => e
+                .forward(self.w.as_ref(), &self.rope, ids, which, self.n_past)
+                .inspect(|_| self.n_past += ids.len()),
+        };
         if r.is_err() {
             self.reset();
         }
