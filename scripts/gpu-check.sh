@@ -99,7 +99,9 @@ done
 verify() {
     local name=$1; shift
     local j="$WORK/v-$RANDOM$RANDOM.json"
-    step "$name" 90 "$BIN" verify "$@" --json "$j" --force --no-hash -q
+    # Short settings (8 new tokens, one tokenizer-cost line): the device comparison is the
+    # point here, not the tokenizer report.
+    step "$name" 90 "$BIN" verify "$@" -n 8 --parity-cost-lines 1 --json "$j" --force --no-hash -q
     local rc=$?
     [ -f "$j" ] && python3 - "$j" "$name" "$rc" >>"$VJ" <<'PY'
 import json, sys
@@ -180,6 +182,9 @@ PY
 
 # ---- 1.8b benchmark ---------------------------------------------------------------------
 if [ -n "${SKIP_BENCH:-}" ]; then say "SKIP_BENCH set: no benchmark"; exit 0; fi
+# Kernels that disagree with the CPU make the timings meaningless: save the GPU time for a rerun.
+XFAIL=$(python3 -c 'import json,sys; print(sum(1 for l in open(sys.argv[1]) if l.strip() and json.loads(l)["_step"].startswith("xdev") and not json.loads(l)["pass"]))' "$VJ" 2>/dev/null || echo 0)
+if [ "${XFAIL:-0}" -gt 3 ] && [ -z "${FORCE_BENCH:-}" ]; then say "$XFAIL CUDA-vs-CPU checks failed: benchmark skipped"; exit 0; fi
 say ""; say "## 1.8b benchmark (pp128, gen32; median of 3 after a warm-up) — $(($(date +%s) - T_START))s elapsed so far"
 B18=$WORK/model-1.8b
 [ -f "$B18/model.safetensors" ] || [ -f "$B18/model.safetensors.index.json" ] ||
