@@ -16,13 +16,16 @@ pub struct Request {
     pub tokenizer: TokenizerKind,
     /// Print the prompt's and the generated ids to stderr.
     pub show_ids: bool,
+    /// Where the forward pass runs.
+    pub device: crate::model::Device,
 }
 
 /// Generates and writes the continuation to `out`; returns the new ids.
 pub fn run(model_path: &Path, req: &Request, out: &mut impl Write) -> Result<Vec<u32>> {
     let enc = PromptEncoder::open(model_path)
         .with_context(|| format!("{}: tokenizer", model_path.display()))?;
-    let mut model = Model::open(model_path).with_context(|| format!("{}", model_path.display()))?;
+    let mut model = Model::open_on(model_path, req.device)
+        .with_context(|| format!("{}", model_path.display()))?;
     let ids = enc.encode(&req.prompt, req.chat, req.tokenizer)?;
     if req.show_ids {
         eprintln!("prompt ids ({}): {ids:?}", ids.len());

@@ -1,13 +1,17 @@
-//! llmjp-convert: LLM-jp Hugging Face checkpoints to GGUF (and, later, quantized formats),
+//! llmjp-convert: LLM-jp Hugging Face checkpoints to GGUF and quantized GGUF, checked by a
+//! reference forward pass,
 //! with the data flowing one way: hf (read) -> convert::plan (map) -> quant (transform) ->
 //! gguf (write) -> verify.
 
+pub mod bench;
 pub mod chat;
 pub mod convert;
+pub mod cuda;
 pub mod demo;
 pub mod generate;
 pub mod gguf;
 pub mod hf;
+pub mod imatrix;
 pub mod inspect;
 pub mod intq;
 pub mod model;

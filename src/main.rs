@@ -1,7 +1,10 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use llmjp_convert::model::Device;
 use llmjp_convert::prompt::TokenizerKind;
-use llmjp_convert::{convert, demo, generate, inspect, intq, quantize, synth, verify};
+use llmjp_convert::{
+    bench, convert, demo, generate, imatrix, inspect, intq, quantize, synth, verify,
+};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -140,6 +143,9 @@ enum Cmd {
         /// Also print the prompt's and the generated token ids (stderr).
         #[arg(long)]
         ids: bool,
+        /// Where the forward pass runs: cpu, cuda (a build with --features cuda) or auto.
+        #[arg(long, default_value = "cpu")]
+        device: Device,
     },
     /// Compare a converted or quantized model with its original; exit 3 when a check fails.
     Verify {
@@ -175,6 +181,32 @@ enum Cmd {
         /// Overwrite an existing JSON report.
         #[arg(long)]
         force: bool,
+        /// Where the candidate's forward pass runs: cpu, cuda or auto.
+        #[arg(long, default_value = "cpu")]
+        device: Device,
+        /// Where the reference's runs (default: --device). Verifying a model against itself
+        /// on another device uses f32's limits unless --thresholds-for says otherwise.
+        #[arg(long)]
+        reference_device: Option<Device>,
+    },
+    /// Forward-pass speed: prompt processing (one batch) and greedy generation (KV cache).
+    Bench {
+        /// A GGUF file or a checkpoint directory.
+        model: PathBuf,
+        /// cpu, cuda or auto.
+        #[arg(long, default_value = "cpu")]
+        device: Device,
+        /// Prompt length (one batch; logits of the last position).
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+        /// Tokens generated one at a time after the prompt.
+        #[arg(long, default_value_t = 32)]
+        gen_tokens: usize,
+        /// Timed repetitions after one warm-up.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        #[arg(long)]
+        json: bool,
     },
     /// Tokenizer parity only: HF ids (the reference's tokenizer.json) against llama.cpp's ids
     /// (its SPM merge over the GGUF's vocabulary) on corpus files, one text per line.
@@ -189,6 +221,35 @@ enum Cmd {
         /// Differing lines shown per corpus.
         #[arg(long, default_value_t = 3)]
         examples: usize,
+    },
+    /// Compute an importance matrix (llama-imatrix's GGUF format) for `quantize --imatrix`,
+    /// with our forward pass over calibration text.
+    Imatrix {
+        /// A checkpoint directory or a GGUF file (F32/F16/BF16/Q8_0 or any type we quantize).
+        model: PathBuf,
+        /// Output file (GGUF).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Calibration text (UTF-8). Default: a built-in Japanese-heavy text (JGLUE
+        /// JCommonsenseQA and JNLI lines, then a mixed Japanese / English / code sample).
+        #[arg(long, short = 'f')]
+        text: Option<PathBuf>,
+        /// Tokens per chunk (llama-imatrix's context size).
+        #[arg(long, default_value_t = 512)]
+        chunk_size: usize,
+        /// Process at most this many chunks (default: all whole chunks of --text, 64 of the
+        /// built-in text).
+        #[arg(long)]
+        chunks: Option<usize>,
+        /// Also record output.weight's input (llama-imatrix --process-output).
+        #[arg(long)]
+        process_output: bool,
+        /// Overwrite an existing output.
+        #[arg(long)]
+        force: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Convert the bundled tiny llm-jp model and show what was written.
     Demo {
@@ -363,6 +424,7 @@ fn run(cli: Cli) -> Result<()> {
             max_new_tokens,
             tokenizer,
             ids,
+            device,
         } => {
             let req = generate::Request {
                 prompt,
@@ -370,6 +432,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_new_tokens,
                 tokenizer,
                 show_ids: ids,
+                device,
             };
             generate::run(&model, &req, &mut std::io::stdout())?;
         }
@@ -385,8 +448,12 @@ fn run(cli: Cli) -> Result<()> {
             thresholds_for,
             no_hash,
             force,
+            device,
+            reference_device,
         } => {
             let mut opts = verify::Options {
+                device,
+                reference_device,
                 n_new: max_new_tokens,
                 parity_cost_lines,
                 threshold_overrides: thresholds,
@@ -451,6 +518,61 @@ fn run(cli: Cli) -> Result<()> {
             for (name, t) in &texts {
                 let rep = hf_vs_llama(hf, llama, &corpus_lines(t), examples)?;
                 print!("{name}: {rep}");
+            }
+        }
+        Cmd::Imatrix {
+            model,
+            output,
+            text,
+            chunk_size,
+            chunks,
+            process_output,
+            force,
+            json,
+        } => {
+            let opts = imatrix::Options {
+                text,
+                chunk_size,
+                chunks,
+                process_output,
+                force,
+                quiet,
+            };
+            let s = imatrix::run(&model, &output, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "wrote {}: {} weights from {} chunks of {} tokens ({} tokens of {}) in {:.1} s",
+                    s.output.display(),
+                    s.entries,
+                    s.chunks,
+                    s.chunk_size,
+                    s.tokens,
+                    s.dataset,
+                    s.seconds
+                );
+            }
+        }
+        Cmd::Bench {
+            model,
+            device,
+            prompt_tokens,
+            gen_tokens,
+            reps,
+            json,
+        } => {
+            let opts = bench::Options {
+                device,
+                prompt_tokens,
+                gen_tokens,
+                reps,
+            };
+            let r = bench::run(&model, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{r}");
             }
         }
         Cmd::Demo { out_dir } => print!("{}", demo::run(&out_dir, quiet)?),

@@ -36,9 +36,14 @@ pub struct Spec {
     pub dtype: Dtype,
     pub shards: usize,
     pub seed: u64,
+    /// Scale of the residual branches' output projections (o_proj, down_proj, experts' w2).
+    /// Below 1, each layer moves the residual stream less, as in trained models: quantization
+    /// noise then stays near what trained models show instead of being amplified layer by
+    /// layer (used by the quantized-verify presets; 1 elsewhere).
+    pub branch_scale: f32,
 }
 
-pub const PRESETS: &[&str] = &["dense", "gqa", "moe", "sharded", "1.8b"];
+pub const PRESETS: &[&str] = &["dense", "gqa", "moe", "sharded", "wide", "wide-moe", "1.8b"];
 
 impl Spec {
     pub fn preset(name: &str) -> Result<Self> {
@@ -56,6 +61,7 @@ impl Spec {
             dtype: Dtype::BF16,
             shards: 1,
             seed: 20241126,
+            branch_scale: 1.0,
         };
         Ok(match name {
             // Multi-head attention, bf16, one file: the llm-jp-3 1.8b..13b layout in miniature.
@@ -84,6 +90,31 @@ impl Spec {
                 dtype: Dtype::F16,
                 shards: 3,
                 seed: 3,
+                ..base
+            },
+            // 256 wide with ffn 768, so every weight row takes the K-quants' 256-blocks (the
+            // narrower presets fall back to Q5_0 / Q8_0): the quantized-verify fixture. GQA.
+            "wide" => Spec {
+                n_layer: 4,
+                hidden: 256,
+                n_head: 8,
+                n_head_kv: 4,
+                ffn: 768,
+                seed: 41,
+                branch_scale: 0.3,
+                ..base
+            },
+            // The same for the MoE layout: 8 experts of ffn 256, top-2, GQA.
+            "wide-moe" => Spec {
+                arch: Arch::Mixtral,
+                hidden: 256,
+                n_head: 4,
+                n_head_kv: 2,
+                ffn: 256,
+                n_expert: 8,
+                n_expert_used: 2,
+                seed: 42,
+                branch_scale: 0.3,
                 ..base
             },
             // llm-jp-3-1.8b's shapes (3.7 GB bf16), for benchmarks.
@@ -187,7 +218,7 @@ impl Spec {
             t.push((
                 format!("{p}.self_attn.o_proj.weight"),
                 vec![h, q],
-                s(q, 1.0),
+                s(q, self.branch_scale),
             ));
             t.push((
                 format!("{p}.post_attention_layernorm.weight"),
@@ -198,7 +229,11 @@ impl Spec {
                 Arch::Llama => {
                     t.push((format!("{p}.mlp.gate_proj.weight"), vec![f, h], s(h, 1.0)));
                     t.push((format!("{p}.mlp.up_proj.weight"), vec![f, h], s(h, 1.0)));
-                    t.push((format!("{p}.mlp.down_proj.weight"), vec![h, f], s(f, 1.0)));
+                    t.push((
+                        format!("{p}.mlp.down_proj.weight"),
+                        vec![h, f],
+                        s(f, self.branch_scale),
+                    ));
                 }
                 Arch::Mixtral => {
                     t.push((
@@ -209,7 +244,11 @@ impl Spec {
                     for e in 0..self.n_expert {
                         let x = format!("{p}.block_sparse_moe.experts.{e}");
                         t.push((format!("{x}.w1.weight"), vec![f, h], s(h, 1.0)));
-                        t.push((format!("{x}.w2.weight"), vec![h, f], s(f, 1.0)));
+                        t.push((
+                            format!("{x}.w2.weight"),
+                            vec![h, f],
+                            s(f, self.branch_scale),
+                        ));
                         t.push((format!("{x}.w3.weight"), vec![f, h], s(h, 1.0)));
                     }
                 }

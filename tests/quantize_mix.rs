@@ -1073,17 +1073,29 @@ mod oracle {
 
     /// What llama-quantize adds to the metadata for an importance matrix.
     fn imatrix_kv(file: &str, n: usize) -> Vec<(String, KvOverride)> {
+        imatrix_kv_of(file, n, "calibration.txt", 17)
+    }
+
+    fn imatrix_kv_of(
+        file: &str,
+        n: usize,
+        dataset: &str,
+        chunks: i64,
+    ) -> Vec<(String, KvOverride)> {
         vec![
             ("quantize.imatrix.file".into(), KvOverride::Str(file.into())),
             (
                 "quantize.imatrix.dataset".into(),
-                KvOverride::Str("calibration.txt".into()),
+                KvOverride::Str(dataset.into()),
             ),
             (
                 "quantize.imatrix.entries_count".into(),
                 KvOverride::Int(n as i64),
             ),
-            ("quantize.imatrix.chunks_count".into(), KvOverride::Int(17)),
+            (
+                "quantize.imatrix.chunks_count".into(),
+                KvOverride::Int(chunks),
+            ),
         ]
     }
 
@@ -1126,6 +1138,61 @@ mod oracle {
             &format!("imatrix-{f:?}-{}", if legacy { "dat" } else { "gguf" }),
             &cases,
         );
+    }
+
+    /// An importance matrix computed by `llmjp-convert imatrix` (our forward pass over the
+    /// built-in calibration text), read back as llama-quantize reads it and handed to
+    /// llama_model_quantize: both quantizers write the same bytes with it, and ggml's own GGUF
+    /// reader parses the file with llama-imatrix's keys and tensor layout.
+    #[test]
+    fn oracle_computed_imatrix_wide_moe() {
+        use llmjp_convert::imatrix;
+        use llmjp_convert::quantize::imatrix::Imatrix;
+        let input = fixture(Fixture::WideMoe);
+        let dir = out_dir("computed-imatrix");
+        let path = dir.join("computed.imatrix.gguf");
+        let opts = imatrix::Options {
+            chunk_size: 64,
+            chunks: Some(3),
+            force: true,
+            quiet: true,
+            ..Default::default()
+        };
+        let s = imatrix::run(input, &path, &opts).unwrap();
+        assert_eq!(s.chunks, 3);
+
+        let g = llmjp_convert::oracle::gguf_summary(&path).unwrap();
+        let names: Vec<&str> = g.tensors.iter().map(|t| t.name.as_str()).collect();
+        assert!(
+            names.contains(&"blk.0.ffn_down_exps.weight.in_sum2"),
+            "{names:?}"
+        );
+        assert!(names.contains(&"blk.3.attn_q.weight.counts"), "{names:?}");
+        for key in [
+            "general.type",
+            "imatrix.datasets",
+            "imatrix.chunk_count",
+            "imatrix.chunk_size",
+        ] {
+            assert!(g.get(key).is_some(), "ggml does not see {key}");
+        }
+
+        let m = Imatrix::load(&path).unwrap();
+        let values: Vec<(String, Vec<f32>)> = m.entries.clone().into_iter().collect();
+        let arg = path.to_str().unwrap().to_string();
+        let cases: Vec<Case> = ["Q2_K", "Q3_K_S", "Q4_K_M", "Q5_0"]
+            .iter()
+            .map(|mix| {
+                let mut c = Case::new(input, mix);
+                c.tag = format!("{mix}-computed-imatrix");
+                c.opts.imatrix = Some(path.clone());
+                c.params.imatrix = Some(values.clone());
+                c.params.kv_overrides =
+                    imatrix_kv_of(&arg, values.len(), &s.dataset, s.chunks as i64);
+                c
+            })
+            .collect();
+        run_all("computed-imatrix", &cases);
     }
 
     #[test]

@@ -598,3 +598,122 @@ fn generate_matches_transformers_greedy() {
     }
     let _ = BIN;
 }
+
+/// Quantizes `model` with `mix` (straight from the checkpoint, as llama-quantize would from
+/// its GGUF) into `dir/NAME.MIX.gguf`.
+fn quantize_to(model: &Path, name: &str, mix: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("{name}.{mix}.gguf"));
+    let o = run([
+        "-q",
+        "quantize",
+        &model.display().to_string(),
+        "-o",
+        &out.display().to_string(),
+        "--type",
+        mix,
+        "--force",
+    ]);
+    assert!(o.status.success(), "quantize {name} {mix}: {}", stderr(&o));
+    out
+}
+
+const MIXES: &[(&str, &str)] = &[
+    ("Q8_0", "q8_0"),
+    ("Q6_K", "q6_k"),
+    ("Q5_K_M", "q5_k"),
+    ("Q5_0", "q5_0"),
+    ("Q4_K_M", "q4_k"),
+    ("Q4_0", "q4_0"),
+    ("Q3_K_M", "q3_k"),
+    ("Q2_K", "q2_k"),
+];
+
+/// Every mix of the 256-wide fixtures (whose rows take the K-quants' blocks), read by the
+/// forward pass block by block, passes its type's limits; so do the trained model's
+/// (128 wide: its K-quant mixes fall back to Q5_0 / Q5_1 / Q8_0 rows, as llama-quantize's do).
+#[test]
+fn quantized_fixtures_pass_their_types_limits() {
+    let dir = tmp("quantized");
+    let mut models = vec![("trained".to_string(), trained())];
+    for p in ["wide", "wide-moe"] {
+        let d = dir.join(p);
+        synth(p, &d);
+        models.push((p.to_string(), d));
+    }
+    let mut table = String::new();
+    let mut failures = Vec::new();
+    for (name, model) in &models {
+        for &(mix, dominant) in MIXES {
+            let q = quantize_to(model, name, mix, &dir);
+            let (code, out_text, err, r) = verify(model, &q, &dir, FAST);
+            let o = &r["overall"];
+            table += &format!(
+                "{name} {mix} {} mean_kl {:.3e} top1 {:.3}\n",
+                r["thresholds"]["for_type"],
+                o["mean_kl"].as_f64().unwrap_or(f64::NAN),
+                o["top1_agreement"].as_f64().unwrap_or(f64::NAN)
+            );
+            if code != 0 {
+                failures.push(format!("{name} {mix}: {err}\n{out_text}"));
+            }
+            if name != "trained" {
+                assert_eq!(r["thresholds"]["for_type"], dominant, "{name} {mix}");
+            }
+        }
+    }
+    eprintln!("{table}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A K-quant decoder bug shows: the Q4_K blocks of a Q4_K_M file with their 4-bit halves
+/// swapped (low and high nibbles, a classic unpacking mistake), and its Q6_K tensors with the
+/// high bits (qh) cleared, each fail with a logit metric named, while the file itself passes.
+#[test]
+fn damaged_k_quant_blocks_fail() {
+    use llmjp_convert::gguf::GgmlType;
+    let dir = tmp("damaged-kquant");
+    let model = dir.join("wide");
+    synth("wide", &model);
+    let good = quantize_to(&model, "wide", "Q4_K_M", &dir);
+    let (code, _, err, _) = verify(&model, &good, &dir, FAST);
+    assert_eq!(code, 0, "the undamaged file passes: {err}");
+
+    let swapped = dir.join("nibbles-swapped.gguf");
+    rewrite(
+        &good,
+        &swapped,
+        |_| {},
+        |t, bytes| {
+            if t.ty == GgmlType::Q4K {
+                // Block: d, dmin (f16 each), 12 scale bytes, then 128 bytes of packed 4-bit values.
+                for block in bytes.chunks_exact_mut(144) {
+                    for b in &mut block[16..] {
+                        *b = b.rotate_left(4);
+                    }
+                }
+            }
+        },
+    );
+    let (code, _, err, r) = verify(&model, &swapped, &dir, FAST);
+    assert_metric_failure(code, &err, &r, "Q4_K nibbles swapped");
+    let o = &r["overall"];
+    eprintln!("nibbles swapped: {o}");
+
+    let no_high_bits = dir.join("q6k-qh-cleared.gguf");
+    rewrite(
+        &good,
+        &no_high_bits,
+        |_| {},
+        |t, bytes| {
+            if t.ty == GgmlType::Q6K {
+                // Block: 128 bytes of low 4 bits, 64 of high 2 bits, 16 scales, d.
+                for block in bytes.chunks_exact_mut(210) {
+                    block[128..192].fill(0);
+                }
+            }
+        },
+    );
+    let (code, _, err, r) = verify(&model, &no_high_bits, &dir, FAST);
+    assert_metric_failure(code, &err, &r, "Q6_K high bits cleared");
+    eprintln!("qh cleared: {}", r["overall"]);
+}

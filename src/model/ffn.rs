@@ -1,6 +1,7 @@
 //! The feed-forward blocks: Llama's SwiGLU MLP and Mixtral's top-k mixture of SwiGLU experts.
 
 use super::config::Config;
+use super::forward::Observer;
 use super::mat::{Mat, matmul};
 use super::names::Name;
 use super::ops::{silu, softmax};
@@ -8,8 +9,16 @@ use super::weights::Weights;
 use anyhow::Result;
 use rayon::prelude::*;
 
-/// `down(silu(gate(x)) * up(x))` for `n` positions.
-pub fn swiglu(gate: &Mat, up: &Mat, down: &Mat, x: &[f32], n: usize) -> Vec<f32> {
+/// `down(silu(gate(x)) * up(x))` for `n` positions; `obs` sees down's input (gate's and up's
+/// is `x`, which the caller reports).
+pub fn swiglu(
+    gate: &Mat,
+    up: &Mat,
+    down: &Mat,
+    x: &[f32],
+    n: usize,
+    obs: Option<(&mut Observer, Name)>,
+) -> Vec<f32> {
     let g = matmul(gate, x, n);
     let u = matmul(up, x, n);
     // Element-wise (each value computed alone), in parallel: a prompt has n * ffn of them.
@@ -21,17 +30,31 @@ pub fn swiglu(gate: &Mat, up: &Mat, down: &Mat, x: &[f32], n: usize) -> Vec<f32>
                 *h = silu(*h) * u;
             }
         });
+    if let Some((o, name)) = obs {
+        o(name, &h, n);
+    }
     matmul(down, &h, n)
 }
 
 /// The dense MLP of layer `l`.
-pub fn dense(w: &dyn Weights, l: usize, x: &[f32], n: usize) -> Result<Vec<f32>> {
+pub fn dense(
+    w: &dyn Weights,
+    l: usize,
+    x: &[f32],
+    n: usize,
+    obs: &mut Option<Observer>,
+) -> Result<Vec<f32>> {
+    if let Some(o) = obs {
+        o(Name::FfnGate(l), x, n);
+        o(Name::FfnUp(l), x, n);
+    }
     Ok(swiglu(
         &w.mat(Name::FfnGate(l))?,
         &w.mat(Name::FfnUp(l))?,
         &w.mat(Name::FfnDown(l))?,
         x,
         n,
+        obs.as_mut().map(|o| (o, Name::FfnDown(l))),
     ))
 }
 
@@ -49,8 +72,18 @@ pub fn route(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
 
 /// The Mixtral sparse MoE block of layer `l`. Each expert runs once on the positions routed
 /// to it; outputs are added in expert order, as transformers' `index_add_` loop does.
-pub fn moe(w: &dyn Weights, c: &Config, l: usize, x: &[f32], n: usize) -> Result<Vec<f32>> {
+pub fn moe(
+    w: &dyn Weights,
+    c: &Config,
+    l: usize,
+    x: &[f32],
+    n: usize,
+    obs: &mut Option<Observer>,
+) -> Result<Vec<f32>> {
     let h = c.hidden;
+    if let Some(o) = obs {
+        o(Name::FfnGateInp(l), x, n);
+    }
     let router = matmul(&w.mat(Name::FfnGateInp(l))?, x, n);
     let routes: Vec<Vec<(usize, f32)>> = router
         .chunks_exact(c.n_expert)
@@ -70,12 +103,17 @@ pub fn moe(w: &dyn Weights, c: &Config, l: usize, x: &[f32], n: usize) -> Result
             .iter()
             .flat_map(|&(t, _)| x[t * h..(t + 1) * h].iter().copied())
             .collect();
+        if let Some(o) = obs {
+            o(Name::FfnGateExps(l, e), &xe, chosen.len());
+            o(Name::FfnUpExps(l, e), &xe, chosen.len());
+        }
         let y = swiglu(
             &w.mat(Name::FfnGateExps(l, e))?,
             &w.mat(Name::FfnUpExps(l, e))?,
             &w.mat(Name::FfnDownExps(l, e))?,
             &xe,
             chosen.len(),
+            obs.as_mut().map(|o| (o, Name::FfnDownExps(l, e))),
         );
         for (yi, &(t, wt)) in y.chunks_exact(h).zip(&chosen) {
             for (o, &v) in out[t * h..(t + 1) * h].iter_mut().zip(yi) {

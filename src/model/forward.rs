@@ -4,6 +4,7 @@
 
 use super::attention::{KvCache, attention};
 use super::config::Config;
+use super::device::Device;
 use super::ffn;
 use super::mat::matmul;
 use super::names::Name;
@@ -11,6 +12,11 @@ use super::ops::{Rope, rms_norm_rows};
 use super::weights::{self, Weights};
 use anyhow::{Result, ensure};
 use std::path::Path;
+
+/// Sees the input of every weight matmul: the weight's name (one name per MoE expert), the `n`
+/// input rows (row-major, `n` x the weight's columns) and `n`. The importance-matrix and
+/// calibration passes collect activation statistics through it.
+pub type Observer = Box<dyn FnMut(Name, &[f32], usize) + Send>;
 
 pub struct Model {
     w: Box<dyn Weights>,
@@ -20,6 +26,15 @@ pub struct Model {
     rope: Rope,
     cache: Vec<KvCache>,
     n_past: usize,
+    observer: Option<Observer>,
+    engine: Engine,
+}
+
+/// Where [`Model::forward`] runs. The CPU path is this file; the GPU path (`crate::cuda`)
+/// computes the same steps with the same host-side rotary tables and routing.
+enum Engine {
+    Cpu,
+    Cuda(Box<crate::cuda::Engine>),
 }
 
 /// Which positions' logits [`Model::forward`] returns.
@@ -40,6 +55,8 @@ impl Model {
             rope: Rope::new(cfg.head_dim, cfg.rope_theta),
             cache: vec![KvCache::default(); cfg.n_layer],
             n_past: 0,
+            observer: None,
+            engine: Engine::Cpu,
             w,
             cfg,
             tied,
@@ -49,6 +66,37 @@ impl Model {
     /// A GGUF file, or a checkpoint directory.
     pub fn open(path: &Path) -> Result<Self> {
         Self::new(weights::open(path)?)
+    }
+
+    /// [`Model::new`] on `device` (`Auto`: CUDA when usable, else the CPU). CUDA uploads the
+    /// weights here; without the `cuda` feature or a GPU it is an error.
+    pub fn new_on(w: Box<dyn Weights>, device: Device) -> Result<Self> {
+        let mut m = Self::new(w)?;
+        if device.resolve() == Device::Cuda {
+            m.engine = Engine::Cuda(Box::new(crate::cuda::Engine::new(m.w.as_ref(), m.tied)?));
+        }
+        Ok(m)
+    }
+
+    /// [`Model::open`] on `device`.
+    pub fn open_on(path: &Path, device: Device) -> Result<Self> {
+        Self::new_on(weights::open(path)?, device)
+    }
+
+    /// The device the forward pass runs on (never `Auto`).
+    pub fn device(&self) -> Device {
+        match self.engine {
+            Engine::Cpu => Device::Cpu,
+            Engine::Cuda(_) => Device::Cuda,
+        }
+    }
+
+    /// The device in words ("cpu", or the GPU and how its weights are held).
+    pub fn device_description(&self) -> String {
+        match &self.engine {
+            Engine::Cpu => "cpu".into(),
+            Engine::Cuda(e) => e.describe(),
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -62,6 +110,11 @@ impl Model {
     /// Positions in the KV cache.
     pub fn n_past(&self) -> usize {
         self.n_past
+    }
+
+    /// Installs (or removes) the matmul-input observer; returns the previous one.
+    pub fn set_observer(&mut self, obs: Option<Observer>) -> Option<Observer> {
+        std::mem::replace(&mut self.observer, obs)
     }
 
     /// Empties the KV cache: the next call starts a new sequence at position 0.
@@ -80,21 +133,27 @@ impl Model {
                 self.cfg.vocab
             );
         }
-        let r = self.run(ids, which);
+        let r = match &mut self.engine {
+            Engine::Cpu => self.run(ids, which),
+            // The observer (imatrix, calibration) sees host activations: CPU only.
+            Engine::Cuda(_) if self.observer.is_some() => Err(anyhow::anyhow!(
+                "activation statistics are collected on the CPU only"
+            )),
+            Engine::Cuda(e) => e
+                .forward(self.w.as_ref(), &self.rope, ids, which, self.n_past)
+                .inspect(|_| self.n_past += ids.len()),
+        };
         if r.is_err() {
             self.reset();
         }
         r
     }
 
-    fn norm(&self, name: Name) -> Result<Vec<f32>> {
-        Ok(self.w.mat(name)?.to_f32())
-    }
-
     fn run(&mut self, ids: &[u32], which: Logits) -> Result<Vec<f32>> {
         let (n, h, hd) = (ids.len(), self.cfg.hidden, self.cfg.head_dim);
         let (pos0, eps) = (self.n_past, self.cfg.rms_eps);
         let w = self.w.as_ref();
+        let obs = &mut self.observer;
 
         let emb = w.mat(Name::TokenEmbd)?;
         let mut x = vec![0f32; n * h];
@@ -105,7 +164,12 @@ impl Model {
 
         for l in 0..self.cfg.n_layer {
             // Attention.
-            let xn = rms_norm_rows(&x, &self.norm(Name::AttnNorm(l))?, eps);
+            let xn = rms_norm_rows(&x, &norm(w, Name::AttnNorm(l))?, eps);
+            if let Some(o) = obs {
+                for name in [Name::AttnQ(l), Name::AttnK(l), Name::AttnV(l)] {
+                    o(name, &xn, n);
+                }
+            }
             let mut q = matmul(&w.mat(Name::AttnQ(l))?, &xn, n);
             let mut k = matmul(&w.mat(Name::AttnK(l))?, &xn, n);
             let v = matmul(&w.mat(Name::AttnV(l))?, &xn, n);
@@ -120,15 +184,18 @@ impl Model {
             cache.k.extend_from_slice(&k);
             cache.v.extend_from_slice(&v);
             let att = attention(&self.cfg, &q, cache, pos0, n);
+            if let Some(o) = obs {
+                o(Name::AttnOutput(l), &att, n);
+            }
             let o = matmul(&w.mat(Name::AttnOutput(l))?, &att, n);
             add(&mut x, &o);
 
             // Feed-forward.
-            let xn = rms_norm_rows(&x, &self.norm(Name::FfnNorm(l))?, eps);
+            let xn = rms_norm_rows(&x, &norm(w, Name::FfnNorm(l))?, eps);
             let y = if self.cfg.is_moe() {
-                ffn::moe(w, &self.cfg, l, &xn, n)?
+                ffn::moe(w, &self.cfg, l, &xn, n, obs)?
             } else {
-                ffn::dense(w, l, &xn, n)?
+                ffn::dense(w, l, &xn, n, obs)?
             };
             add(&mut x, &y);
         }
@@ -139,14 +206,22 @@ impl Model {
             Logits::Last => (&x[(n - 1) * h..], 1),
             Logits::All => (&x[..], n),
         };
-        let xn = rms_norm_rows(x, &self.norm(Name::OutputNorm)?, eps);
-        let head = w.mat(if self.tied {
+        let xn = rms_norm_rows(x, &norm(w, Name::OutputNorm)?, eps);
+        let head_name = if self.tied {
             Name::TokenEmbd
         } else {
             Name::Output
-        })?;
+        };
+        if let Some(o) = obs {
+            o(head_name, &xn, m);
+        }
+        let head = w.mat(head_name)?;
         Ok(matmul(&head, &xn, m))
     }
+}
+
+fn norm(w: &dyn Weights, name: Name) -> Result<Vec<f32>> {
+    Ok(w.mat(name)?.to_f32())
 }
 
 /// The residual connection.

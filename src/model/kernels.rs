@@ -15,12 +15,11 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use std::sync::OnceLock;
 
-/// Storage types the forward pass can read.
+/// Storage types the forward pass can read: every type `quant` decodes (the block types
+/// `quantize` writes included; those without an arm below are decoded by ggml's `to_float`
+/// rules in `quant::dequantize_row`).
 pub fn supported(ty: GgmlType) -> bool {
-    matches!(
-        ty,
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0
-    )
+    crate::quant::can_dequantize(ty)
 }
 
 /// Whether the AVX2 / FMA / F16C kernels are used: detected once per process.
@@ -101,7 +100,9 @@ pub fn dequant_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
             }
         },
         GgmlType::Q8_0 => crate::quant::q8_0::dequantize_row(src, out),
-        other => panic!("no row kernel for {}", other.name()),
+        // Mat::new admits only decodable types with whole-block rows, so this cannot fail.
+        other => crate::quant::dequantize_row(other, src, out)
+            .unwrap_or_else(|e| panic!("row kernel for {}: {e}", other.name())),
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`ops`]: RMSNorm, rotary embedding, softmax, SiLU.
 //! - [`attention`]: the KV cache and causal grouped-query attention.
 //! - [`ffn`]: the SwiGLU MLP and the Mixtral mixture of experts.
+//! - [`device`]: CPU or CUDA (`crate::cuda`, `--features cuda`) for the forward pass.
 //! - [`forward`]: the transformer, batched over a prompt, with a KV cache.
 //! - [`generate`]: last-position logits and greedy decoding.
 //!
@@ -26,6 +27,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod device;
 pub mod ffn;
 pub mod forward;
 #[cfg(target_arch = "x86_64")]
@@ -40,7 +42,8 @@ pub mod ops;
 pub mod weights;
 
 pub use config::Config;
-pub use forward::{Logits, Model};
+pub use device::Device;
+pub use forward::{Logits, Model, Observer};
 pub use generate::argmax;
 pub use mat::{Mat, matmul};
 pub use names::Name;

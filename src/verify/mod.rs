@@ -18,7 +18,7 @@ pub mod report;
 pub mod thresholds;
 pub mod tokenizer;
 
-use crate::model::{Config, Model, weights};
+use crate::model::{Config, Device, Model, weights};
 use crate::progress::Progress;
 use crate::prompt::{PromptEncoder, TokenizerKind};
 use anyhow::{Context, Result, bail};
@@ -67,6 +67,10 @@ pub struct Options {
     /// sha256 every input file.
     pub hash: bool,
     pub quiet: bool,
+    /// Where the candidate runs.
+    pub device: Device,
+    /// Where the reference runs (None: `device`).
+    pub reference_device: Option<Device>,
 }
 
 impl Default for Options {
@@ -84,6 +88,8 @@ impl Default for Options {
             thresholds_for: None,
             hash: true,
             quiet: false,
+            device: Device::Cpu,
+            reference_device: None,
         }
     }
 }
@@ -155,6 +161,7 @@ fn source(path: &Path, m: &Model, hash: bool) -> Result<Source> {
         path: path.display().to_string(),
         format: if path.is_dir() { "checkpoint" } else { "gguf" }.into(),
         describe: m.weights().describe(),
+        device: m.device_description(),
         storage,
         storage_elements,
         files,
@@ -224,8 +231,10 @@ pub fn verify(reference: &Path, candidate: &Path, opts: &Options) -> Result<Repo
     let cw = weights::open(candidate).with_context(|| format!("{}", candidate.display()))?;
     // Shapes first, so a wrong candidate is refused before any file is checked in depth.
     check_compatible(rw.config(), cw.config())?;
-    let mut rm = Model::new(rw).with_context(|| format!("{}", reference.display()))?;
-    let mut cm = Model::new(cw).with_context(|| format!("{}", candidate.display()))?;
+    let rdev = opts.reference_device.unwrap_or(opts.device);
+    let mut rm = Model::new_on(rw, rdev).with_context(|| format!("{}", reference.display()))?;
+    let mut cm =
+        Model::new_on(cw, opts.device).with_context(|| format!("{}", candidate.display()))?;
     let enc = PromptEncoder::open(reference)
         .with_context(|| format!("{}: tokenizer", reference.display()))?;
     let cand_enc = PromptEncoder::open(candidate)
@@ -233,7 +242,11 @@ pub fn verify(reference: &Path, candidate: &Path, opts: &Options) -> Result<Repo
 
     let rsrc = source(reference, &rm, opts.hash)?;
     let csrc = source(candidate, &cm, opts.hash)?;
-    let mut th = Thresholds::for_type(opts.thresholds_for.as_deref().unwrap_or(&csrc.storage))?;
+    // The same weights on two devices: only the arithmetic differs, so f32's strict limits.
+    let same_weights = rm.device() != cm.device()
+        && std::fs::canonicalize(reference).ok() == std::fs::canonicalize(candidate).ok();
+    let default_th = if same_weights { "f32" } else { &csrc.storage };
+    let mut th = Thresholds::for_type(opts.thresholds_for.as_deref().unwrap_or(default_th))?;
     for o in &opts.threshold_overrides {
         th.set(o)?;
     }

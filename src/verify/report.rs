@@ -45,6 +45,8 @@ pub struct Source {
     /// "checkpoint" or "gguf".
     pub format: String,
     pub describe: String,
+    /// Where its forward pass ran: "cpu", or the GPU and how its weights were held.
+    pub device: String,
     /// The storage type of most weight elements (lowercase ggml/dtype name).
     pub storage: String,
     /// Weight elements per storage type (2-D weights).
@@ -178,6 +180,13 @@ impl fmt::Display for Report {
             "candidate  {} ({}, {})",
             self.candidate.path, self.candidate.format, self.candidate.storage
         )?;
+        if self.reference.device != "cpu" || self.candidate.device != "cpu" {
+            writeln!(
+                f,
+                "devices    reference {}; candidate {}",
+                self.reference.device, self.candidate.device
+            )?;
+        }
         for file in &self.candidate.files {
             if let Some(h) = &file.sha256 {
                 writeln!(f, "  sha256 {h}  {}", file.path)?;
