@@ -11,6 +11,7 @@
 
 pub mod calib;
 pub mod gptq;
+pub mod linalg;
 pub mod mse;
 pub mod pack;
 pub mod rtn;
