@@ -116,6 +116,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Held-out quality of a quantized model against its original: perplexity of both, mean
+    /// KL and top-1 agreement over every position of SAMPLES x SEQ_LEN tokens of TEXT (JSON).
+    EvalQuant {
+        /// The original checkpoint directory.
+        reference: PathBuf,
+        /// The quantized model (any format the forward pass reads).
+        candidate: PathBuf,
+        /// Text, one sample per line.
+        #[arg(long)]
+        text: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        samples: usize,
+        #[arg(long, default_value_t = 256)]
+        seq_len: usize,
+    },
     /// Show the header, metadata and tensor table of a GGUF file or a safetensors checkpoint.
     Inspect {
         /// A .gguf file, a .safetensors file, or a model directory.
@@ -307,6 +322,16 @@ fn run(cli: Cli) -> Result<()> {
                     r.sha256
                 );
             }
+        }
+        Cmd::EvalQuant {
+            reference,
+            candidate,
+            text,
+            samples,
+            seq_len,
+        } => {
+            let e = intq::eval::eval(&reference, &candidate, &text, samples, seq_len)?;
+            println!("{}", serde_json::to_string(&e)?);
         }
         Cmd::Quantize {
             input,

@@ -10,6 +10,7 @@
 //! Embeddings, norms, the MoE router and lm_head are copied in the model's dtype.
 
 pub mod calib;
+pub mod eval;
 pub mod gptq;
 pub mod linalg;
 pub mod mse;
