@@ -1,7 +1,8 @@
 //! Calibration: text through our own forward pass (src/model), collecting what the methods need
 //! from each Linear's inputs. The text is tokenized with the model directory's tokenizer.json as
 //! transformers does (src/prompt.rs), concatenated, and cut into `samples` sequences of
-//! `seq_len` tokens; too little text is an error, not a silent shorter calibration.
+//! `seq_len` tokens; too little text in a `--calibration` file is an error, not a silently
+//! shorter calibration (the built-in text gives as many sequences as it holds, up to `samples`).
 
 use super::Options;
 use crate::model::{Logits, Model, Name, Observer};
@@ -63,6 +64,11 @@ pub fn sequences(dir: &Path, c: &CalibOptions) -> Result<Vec<Vec<u32>>> {
         if ids.len() >= want {
             break;
         }
+    }
+    // The built-in text (33.6k tokens) is shorter than the default 128 x 512: use what fits.
+    if c.file.is_none() && ids.len() < want && ids.len() >= c.seq_len {
+        let n = ids.len() / c.seq_len * c.seq_len;
+        return Ok(ids[..n].chunks(c.seq_len).map(|s| s.to_vec()).collect());
     }
     ensure!(
         ids.len() >= want,

@@ -37,36 +37,48 @@ pub const DAMP: f64 = 0.01;
 /// Columns per lazy-update block.
 const BLOCK: usize = 128;
 
-/// GPTQ of one weight (`rows` x `cols`, f32) with the Hessian `h` (`cols` x `cols`).
-pub fn gptq(spec: &Spec, mut w: Vec<f32>, rows: usize, cols: usize, h: &[f64]) -> QTensor {
-    let mut h = h.to_vec();
-    // Columns never activated carry no information: fix them at zero (as the reference does).
-    for i in 0..cols {
-        if h[i * cols + i] == 0.0 {
-            h[i * cols + i] = 1.0;
-            for r in 0..rows {
-                w[r * cols + i] = 0.0;
-            }
-        }
+/// What GPTQ needs from one Hessian (`cols` x `cols`), shared by the weights that read the
+/// same input: the columns never activated, and the upper Cholesky factor of the damped H⁻¹
+/// (None when five dampings all failed: those weights fall back to round to nearest).
+pub struct Prepared {
+    dead: Vec<usize>,
+    u: Option<Vec<f32>>,
+}
+
+pub fn prepare(mut h: Vec<f64>, cols: usize) -> Prepared {
+    // Columns never activated carry no information: H_ii = 1, W[:, i] = 0 (as the reference).
+    let dead: Vec<usize> = (0..cols).filter(|&i| h[i * cols + i] == 0.0).collect();
+    for &i in &dead {
+        h[i * cols + i] = 1.0;
     }
     let mean_diag = (0..cols).map(|i| h[i * cols + i]).sum::<f64>() / cols as f64;
     let mut damp = DAMP * mean_diag;
+    let mut added = 0.0;
     let mut u = None;
     for _ in 0..5 {
-        let mut hd = h.clone();
         for i in 0..cols {
-            hd[i * cols + i] += damp;
+            h[i * cols + i] += damp - added;
         }
-        u = linalg::upper_chol_of_inverse(&hd, cols);
+        added = damp;
+        u = linalg::upper_chol_of_inverse(&h, cols);
         if u.is_some() {
             break;
         }
         damp *= 10.0;
     }
-    let Some(u) = u else {
+    Prepared { dead, u }
+}
+
+/// GPTQ of one weight (`rows` x `cols`, f32).
+pub fn gptq(spec: &Spec, mut w: Vec<f32>, rows: usize, cols: usize, p: &Prepared) -> QTensor {
+    for &i in &p.dead {
+        for r in 0..rows {
+            w[r * cols + i] = 0.0;
+        }
+    }
+    let Some(u) = &p.u else {
         return super::rtn::rtn(spec, &w, rows, cols);
     };
-    let u: Vec<f32> = u.iter().map(|&v| v as f32).collect();
     let groups = cols / spec.group;
     let mut q = vec![0i8; rows * cols];
     let mut scales = vec![0f32; rows * groups];
@@ -262,6 +274,9 @@ pub fn run(input: &Path, ck: &Checkpoint, opts: &Options) -> Result<HashMap<Stri
         .collect();
     let mut out = HashMap::new();
     let progress = Progress::items(c.n_layer as u64, "gptq layers", opts.quiet);
+    // The bar hides itself when stderr is not a terminal: log a line per layer there instead.
+    let log = !opts.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let t0 = std::time::Instant::now();
     for l in 0..c.n_layer {
         // 2. Hessians from this layer's inputs.
         type Acc = HashMap<Name, (usize, Vec<f32>)>;
@@ -283,22 +298,27 @@ pub fn run(input: &Path, ck: &Checkpoint, opts: &Options) -> Result<HashMap<Stri
         }
         drop(obs);
         let hs = std::mem::take(&mut *acc.lock().expect("hessian lock"));
-        // 3. Quantize the layer.
+        // 3. Quantize the layer (one factorization per distinct input).
+        let mut prepared: HashMap<Name, Prepared> = HashMap::new();
+        for (key, (cnt, h)) in hs {
+            if cnt > 0 {
+                // H = 2/n Σ x xᵀ (the scale only matters relative to the damping).
+                let f = 2.0 / cnt as f64;
+                let cols = (h.len() as f64).sqrt() as usize;
+                let h: Vec<f64> = h.par_iter().map(|&v| v as f64 * f).collect();
+                prepared.insert(key, prepare(h, cols));
+            }
+        }
         let mut over = HashMap::new();
         for name in linears(&c, l) {
             let hf = name.hf();
             progress.set_message(&hf);
             let (w, rows, cols, dt) = super::load_f32(ck, &hf)?;
             let spec = spec_for(opts, cols, dt);
-            let t = match hessian_key(name).and_then(|k| hs.get(&k)) {
-                // H = 2/n Σ x xᵀ (the scale only matters relative to the damping).
-                Some((cnt, h)) if *cnt > 0 => {
-                    let f = 2.0 / *cnt as f64;
-                    let h: Vec<f64> = h.iter().map(|&v| v as f64 * f).collect();
-                    gptq(&spec, w, rows, cols, &h)
-                }
+            let t = match hessian_key(name).and_then(|k| prepared.get(&k)) {
+                Some(p) => gptq(&spec, w, rows, cols, p),
                 // An expert no calibration token was routed to.
-                _ => super::rtn::rtn(&spec, &w, rows, cols),
+                None => super::rtn::rtn(&spec, &w, rows, cols),
             };
             over.insert(name, (rows, cols, dequant(&t)));
             out.insert(hf, t);
@@ -310,6 +330,15 @@ pub fn run(input: &Path, ck: &Checkpoint, opts: &Options) -> Result<HashMap<Stri
             layer(&ov, &rope, l, x, &mut none).context("gptq layer pass")?;
         }
         progress.inc(1);
+        if log {
+            let t = t0.elapsed().as_secs_f64();
+            let left = t / (l + 1) as f64 * (c.n_layer - l - 1) as f64;
+            eprintln!(
+                "gptq: layer {}/{} done, {t:.0}s, about {left:.0}s left",
+                l + 1,
+                c.n_layer
+            );
+        }
     }
     progress.finish();
     Ok(out)
@@ -317,7 +346,7 @@ pub fn run(input: &Path, ck: &Checkpoint, opts: &Options) -> Result<HashMap<Stri
 
 fn dequant(t: &QTensor) -> Vec<f32> {
     let g = t.groups();
-    t.q.iter()
+    t.q.par_iter()
         .enumerate()
         .map(|(i, &v)| v as f32 * t.scales[(i / t.cols) * g + (i % t.cols) / t.group])
         .collect()

@@ -132,9 +132,9 @@ pub fn cholesky(a: &mut [f64], n: usize) -> Option<()> {
     Some(())
 }
 
-/// The inverse of the lower-triangular `l`, by forward substitution on batches of unit columns
-/// (a batch shares each row of `l` it reads).
-pub fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
+/// The inverse X of the lower-triangular `l`, transposed (`xt[j][i] = X[i][j]`), by forward
+/// substitution on batches of unit columns (a batch shares each row of `l` it reads).
+pub fn lower_inverse_t(l: &[f64], n: usize) -> Vec<f64> {
     const B: usize = 32;
     // Column-major batches: xt[j][i] = X[i][j].
     let mut xt = vec![0f64; n * n];
@@ -155,32 +155,29 @@ pub fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
             }
         }
     });
-    let mut x = vec![0f64; n * n];
-    for j in 0..n {
-        for i in j..n {
-            x[i * n + j] = xt[j * n + i];
-        }
-    }
-    x
+    xt
 }
 
 /// The upper-triangular U with Uᵀ U = H⁻¹. With J the order reversal, Cholesky of J H J = L L'ᵀ
 /// gives U = J L⁻¹ J (one factorization and one triangular inverse; no explicit H⁻¹).
-pub fn upper_chol_of_inverse(h: &[f64], n: usize) -> Option<Vec<f64>> {
+pub fn upper_chol_of_inverse(h: &[f64], n: usize) -> Option<Vec<f32>> {
     let mut r = vec![0f64; n * n];
-    for i in 0..n {
-        for j in 0..n {
-            r[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)];
+    r.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        let src = &h[(n - 1 - i) * n..(n - i) * n];
+        for (d, s) in row.iter_mut().zip(src.iter().rev()) {
+            *d = *s;
         }
-    }
+    });
     cholesky(&mut r, n)?;
-    let x = lower_inverse(&r, n);
-    let mut u = vec![0f64; n * n];
-    for i in 0..n {
-        for j in i..n {
-            u[i * n + j] = x[(n - 1 - i) * n + (n - 1 - j)];
+    let xt = lower_inverse_t(&r, n);
+    drop(r);
+    // U[i][j] = X[n-1-i][n-1-j] = xt[n-1-j][n-1-i], kept in f32 for the GPTQ loop.
+    let mut u = vec![0f32; n * n];
+    u.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        for (j, v) in row.iter_mut().enumerate().skip(i) {
+            *v = xt[(n - 1 - j) * n + (n - 1 - i)] as f32;
         }
-    }
+    });
     Some(u)
 }
 
@@ -211,7 +208,9 @@ mod tests {
             let mut hinv = vec![0f64; n * n];
             for i in 0..n {
                 for j in 0..n {
-                    hinv[i * n + j] = (0..n).map(|k| u[k * n + i] * u[k * n + j]).sum();
+                    hinv[i * n + j] = (0..n)
+                        .map(|k| u[k * n + i] as f64 * u[k * n + j] as f64)
+                        .sum();
                 }
             }
             for i in 0..n {
@@ -222,7 +221,7 @@ mod tests {
                 for j in 0..n {
                     let p: f64 = (0..n).map(|k| hinv[i * n + k] * h[k * n + j]).sum();
                     let want = if i == j { 1.0 } else { 0.0 };
-                    assert!((p - want).abs() < 1e-8, "n={n} [{i},{j}] {p}");
+                    assert!((p - want).abs() < 1e-4, "n={n} [{i},{j}] {p}");
                 }
             }
         }

@@ -23,6 +23,7 @@ use crate::hf::{Checkpoint, Dtype, ModelConfig};
 use crate::model::kernels;
 use anyhow::{Context, Result, bail, ensure};
 use pack::QTensor;
+use rayon::prelude::*;
 use rtn::Spec;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -187,9 +188,9 @@ pub fn load_f32(ck: &Checkpoint, name: &str) -> Result<(Vec<f32>, usize, usize, 
     let mut w = vec![0f32; rows * cols];
     let bytes = ck.bytes(t);
     let rb = bytes.len() / rows;
-    for (r, o) in w.chunks_exact_mut(cols).enumerate() {
+    w.par_chunks_exact_mut(cols).enumerate().for_each(|(r, o)| {
         kernels::dequant_row(ty, &bytes[r * rb..(r + 1) * rb], o);
-    }
+    });
     ck.release(t);
     Ok((w, rows, cols, t.dtype))
 }
