@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-/tmp/llmjp-bench}"
 samples="${GPTQ_SAMPLES:-8}"
+# eval-quant sequences of 256 tokens on the 1.8b model (each costs two 1.8b forward passes).
+evals="${EVAL_SAMPLES:-4}"
 out="$work/intq"
 mkdir -p "$out"
 cargo build --release -q
@@ -37,9 +39,9 @@ timed "int4 rtn" "$bin" -q quantize "$model" -o "$out/m-rtn" --type int4 --force
 timed "int4 gptq ${samples}x512" "$bin" -q quantize "$model" -o "$out/m-gptq" --type int4 \
   --method gptq --samples "$samples" --seq-len 512 --force
 
-echo "## quality: eval-quant on held-out JNLI (16 x 256 tokens)" | tee -a "$res"
-quality() { # reference, candidate, label
-  printf '%-34s %s\n' "$3" "$("$bin" -q eval-quant "$1" "$2" --text "$out/heldout.txt" --samples 16)" | tee -a "$res"
+echo "## quality: eval-quant on held-out JNLI (trained: 16 x 256 tokens; 1.8b: $evals x 256)" | tee -a "$res"
+quality() { # reference, candidate, label, [samples]
+  printf '%-34s %s\n' "$3" "$("$bin" -q eval-quant "$1" "$2" --text "$out/heldout.txt" --samples "${4:-16}")" | tee -a "$res"
 }
 tiny=fixtures/models/llmjp-jglue-tiny
 cal=(--calibration "$out/calib.txt" --samples 32 --seq-len 256)
@@ -52,11 +54,11 @@ for spec in "int8 rtn" "int4 rtn" "int4 mse" "int4 gptq"; do
   quality "$tiny" "$out/tiny-$1-$2" "trained: $1 $2"
 done
 [ -f "$work/model-1.8b-q8_0.gguf" ] || "$bin" -q to-gguf "$model" -o "$work/model-1.8b-q8_0.gguf" --outtype q8_0 > /dev/null
-quality "$model" "$work/model-1.8b-q8_0.gguf" "1.8b: gguf q8_0"
+quality "$model" "$work/model-1.8b-q8_0.gguf" "1.8b: gguf q8_0" "$evals"
 "$bin" -q quantize "$model" -o "$out/m-int8" --type int8 --force > /dev/null
-quality "$model" "$out/m-int8" "1.8b: int8 rtn"
-quality "$model" "$out/m-rtn" "1.8b: int4 rtn"
+quality "$model" "$out/m-int8" "1.8b: int8 rtn" "$evals"
+quality "$model" "$out/m-rtn" "1.8b: int4 rtn" "$evals"
 "$bin" -q quantize "$model" -o "$out/m-mse" --type int4 --method mse --force > /dev/null
-quality "$model" "$out/m-mse" "1.8b: int4 mse (unweighted)"
-quality "$model" "$out/m-gptq" "1.8b: int4 gptq ${samples}x512"
+quality "$model" "$out/m-mse" "1.8b: int4 mse (unweighted)" "$evals"
+quality "$model" "$out/m-gptq" "1.8b: int4 gptq ${samples}x512" "$evals"
 rm -rf "$out"/m-* "$out"/tiny-*

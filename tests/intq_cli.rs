@@ -478,3 +478,24 @@ fn too_short_calibration_is_refused() {
         );
     }
 }
+
+/// int8 rtn loses at most twice what GGUF Q8_0 loses, on held-out text (mean KL).
+#[test]
+fn int8_rtn_is_within_twice_q8_0() {
+    let root = tmp("int8-vs-q8_0");
+    let (gguf, int8) = (root.join("q8_0.gguf"), root.join("int8"));
+    let o = run([
+        "-q".as_ref(),
+        "to-gguf".as_ref(),
+        trained().as_os_str(),
+        "-o".as_ref(),
+        gguf.as_os_str(),
+        "--outtype".as_ref(),
+        "q8_0".as_ref(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    quantize(&trained(), &int8, "int8", &[]);
+    let (q8, i8) = (held_out(&root, &gguf).0, held_out(&root, &int8).0);
+    eprintln!("held-out mean KL: q8_0 {q8:.3e}, int8 rtn {i8:.3e}");
+    assert!(i8 > 0.0 && i8 < 2.0 * q8, "int8 {i8} vs q8_0 {q8}");
+}

@@ -132,30 +132,88 @@ pub fn cholesky(a: &mut [f64], n: usize) -> Option<()> {
     Some(())
 }
 
-/// The inverse X of the lower-triangular `l`, transposed (`xt[j][i] = X[i][j]`), by forward
-/// substitution on batches of unit columns (a batch shares each row of `l` it reads).
-pub fn lower_inverse_t(l: &[f64], n: usize) -> Vec<f64> {
-    const B: usize = 32;
-    // Column-major batches: xt[j][i] = X[i][j].
-    let mut xt = vec![0f64; n * n];
-    xt.par_chunks_mut(B * n).enumerate().for_each(|(t, cols)| {
-        let j0 = t * B;
-        let nb = cols.len() / n;
-        for i in j0..n {
-            let row = &l[i * n..i * n + i];
-            for b in 0..nb {
-                let j = j0 + b;
-                if i < j {
-                    continue;
+/// The inverse X of the lower-triangular `l` (row-major), by block rows: with X known for the
+/// first `i0` rows, `X[I, :i0] = -X_II (L[I, :i0] X[:i0, :i0])` is one GEMM (split in fixed
+/// column chunks) and `X_II = L_II⁻¹` a small forward substitution.
+pub fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
+    const CHUNK: usize = 256;
+    let mut x = vec![0f64; n * n];
+    let mut i0 = 0;
+    while i0 < n {
+        let ib = NB.min(n - i0);
+        // X_II by forward substitution, column by column.
+        let mut xii = vec![0f64; ib * ib];
+        for j in 0..ib {
+            for i in j..ib {
+                let mut s = if i == j { 1.0 } else { 0.0 };
+                for k in j..i {
+                    s -= l[(i0 + i) * n + i0 + k] * xii[k * ib + j];
                 }
-                let x = &cols[b * n..(b + 1) * n];
-                let s: f64 = row[j..i].iter().zip(&x[j..i]).map(|(a, b)| a * b).sum();
-                let rhs = if i == j { 1.0 } else { 0.0 };
-                cols[b * n + i] = (rhs - s) / l[i * n + i];
+                xii[i * ib + j] = s / l[(i0 + i) * n + i0 + i];
             }
         }
-    });
-    xt
+        if i0 > 0 {
+            // S = L[I, :i0] X[:i0, :i0], then X[I, :i0] = -X_II S, per column chunk.
+            let (done, rest) = x.split_at_mut(i0 * n);
+            let cols: Vec<(usize, usize)> = (0..i0)
+                .step_by(CHUNK)
+                .map(|c| (c, CHUNK.min(i0 - c)))
+                .collect();
+            let blocks: Vec<Vec<f64>> = cols
+                .par_iter()
+                .map(|&(c0, cw)| {
+                    let mut s = vec![0f64; ib * cw];
+                    // SAFETY: s is ib x cw (row stride cw); lhs = L[i0.., c0..i0] (ib x (i0-c0),
+                    // row stride n); rhs = X[c0..i0, c0..c0+cw] (row stride n): X is lower
+                    // triangular, so rows above c0 contribute nothing to these columns.
+                    unsafe {
+                        gemm::gemm(
+                            ib,
+                            cw,
+                            i0 - c0,
+                            s.as_mut_ptr(),
+                            1,
+                            cw as isize,
+                            false,
+                            l.as_ptr().add(i0 * n + c0),
+                            1,
+                            n as isize,
+                            done.as_ptr().add(c0 * n + c0),
+                            1,
+                            n as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    let mut out = vec![0f64; ib * cw];
+                    for i in 0..ib {
+                        for k in 0..=i {
+                            let a = xii[i * ib + k];
+                            for j in 0..cw {
+                                out[i * cw + j] -= a * s[k * cw + j];
+                            }
+                        }
+                    }
+                    out
+                })
+                .collect();
+            for (&(c0, cw), b) in cols.iter().zip(&blocks) {
+                for i in 0..ib {
+                    rest[i * n + c0..i * n + c0 + cw].copy_from_slice(&b[i * cw..(i + 1) * cw]);
+                }
+            }
+        }
+        for i in 0..ib {
+            x[(i0 + i) * n + i0..(i0 + i) * n + i0 + ib]
+                .copy_from_slice(&xii[i * ib..(i + 1) * ib]);
+        }
+        i0 += ib;
+    }
+    x
 }
 
 /// The upper-triangular U with Uᵀ U = H⁻¹. With J the order reversal, Cholesky of J H J = L L'ᵀ
@@ -169,13 +227,14 @@ pub fn upper_chol_of_inverse(h: &[f64], n: usize) -> Option<Vec<f32>> {
         }
     });
     cholesky(&mut r, n)?;
-    let xt = lower_inverse_t(&r, n);
+    let x = lower_inverse(&r, n);
     drop(r);
-    // U[i][j] = X[n-1-i][n-1-j] = xt[n-1-j][n-1-i], kept in f32 for the GPTQ loop.
+    // U[i][j] = X[n-1-i][n-1-j], kept in f32 for the GPTQ loop.
     let mut u = vec![0f32; n * n];
     u.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        let src = &x[(n - 1 - i) * n..(n - i) * n];
         for (j, v) in row.iter_mut().enumerate().skip(i) {
-            *v = xt[(n - 1 - j) * n + (n - 1 - i)] as f32;
+            *v = src[n - 1 - j] as f32;
         }
     });
     Some(u)
@@ -201,7 +260,7 @@ mod tests {
 
     #[test]
     fn ut_u_is_the_inverse() {
-        for n in [5, 64, 150] {
+        for n in [5, 64, 150, 600] {
             let h = spd(n);
             let u = upper_chol_of_inverse(&h, n).unwrap();
             // (Uᵀ U) H = I.
