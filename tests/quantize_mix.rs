@@ -648,7 +648,7 @@ fn fixture(f: Fixture) -> &'static Path {
     static WD: OnceLock<PathBuf> = OnceLock::new();
     static WM: OnceLock<PathBuf> = OnceLock::new();
     use convert::OutType;
-    use llmjp_convert::hf::{Arch, Dtype};
+    use llmjp_convert::hf::Dtype;
     let p = |n: &str| synth::Spec::preset(n).unwrap();
     match f {
         Fixture::Dense => {
