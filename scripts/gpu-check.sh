@@ -80,17 +80,23 @@ elif [ -f "$TINY_SRC/model.safetensors" ]; then
 else
     say "SKIP tiny: .devrun/tiny.safetensors.zst not found"
 fi
-for p in dense gqa moe sharded; do
+# SHORT=1: the fixtures that cover every kernel (wide: GQA with 256-wide rows, so the K-quant
+# mixes use K-quant blocks; moe; gqa), fewer formats and steps, 30 s per step: for a last
+# few minutes of GPU time.
+PRESETS="dense gqa moe sharded"; TYPES="f32 f16 q8_0"; MIXES="Q4_K_M Q6_K"; TO=90
+if [ -n "${SHORT:-}" ]; then PRESETS="wide moe gqa"; TYPES="f32 q8_0"; TO=30; FIX=(); fi
+for p in $PRESETS; do
     step "synth $p" 60 "$BIN" synth "$p" -o "$WORK/$p" --force -q && FIX+=("$WORK/$p")
 done
 
 # ---- formats ----------------------------------------------------------------------------
 for f in "${FIX[@]}"; do
     n=$(basename "$f")
-    for t in f32 f16 q8_0; do
+    for t in $TYPES; do
         step "to-gguf $n $t" 60 "$BIN" to-gguf "$f" -o "$WORK/$n-$t.gguf" --outtype "$t" --force --no-checksum -q
     done
-    for t in Q4_K_M Q6_K; do
+    [ -n "${SHORT:-}" ] && [ "$n" != wide ] && continue
+    for t in $MIXES; do
         step "quantize $n $t" 60 "$BIN" quantize "$f" -o "$WORK/$n-$t.gguf" -t "$t" --force --no-checksum -q
     done
 done
@@ -101,7 +107,7 @@ verify() {
     local j="$WORK/v-$RANDOM$RANDOM.json"
     # Short settings (8 new tokens, one tokenizer-cost line): the device comparison is the
     # point here, not the tokenizer report.
-    step "$name" 90 "$BIN" verify "$@" -n 8 --parity-cost-lines 1 --json "$j" --force --no-hash -q
+    step "$name" "$TO" "$BIN" verify "$@" -n 8 --parity-cost-lines 1 --json "$j" --force --no-hash -q
     local rc=$?
     [ -f "$j" ] && python3 - "$j" "$name" "$rc" >>"$VJ" <<'PY'
 import json, sys
@@ -119,12 +125,15 @@ for f in "${FIX[@]}"; do
     n=$(basename "$f")
     for m in "$f" "$WORK/$n"-{f32,f16,q8_0,Q4_K_M,Q6_K}.gguf; do
         [ -e "$m" ] || continue
+        [ -n "${SHORT:-}" ] && [ "$n" != wide ] && [ "${m%-f32.gguf}" != "$m" ] && continue
         verify "xdev $(basename "$m")" "$m" "$m" --reference-device cpu --device cuda
     done
 done
-for f in "${FIX[@]}"; do
+FIRST=("${FIX[@]}"); [ -n "${SHORT:-}" ] && FIRST=("${FIX[0]}")
+for f in "${FIRST[@]}"; do
     n=$(basename "$f")
     for m in "$f" "$WORK/$n-Q4_K_M.gguf"; do
+        [ -n "${SHORT:-}" ] && [ "$m" = "$f" ] && continue
         [ -e "$m" ] || continue
         LLMJP_CUDA_STREAM=1 verify "xdev STREAM $(basename "$m")" "$m" "$m" --reference-device cpu --device cuda
     done
@@ -132,7 +141,7 @@ done
 
 # ---- the usual verify on each device: same verdicts and metrics --------------------------
 say ""; say "## verify REF CAND on cpu and on cuda"
-for f in "${FIX[@]}"; do
+for f in "${FIRST[@]}"; do
     n=$(basename "$f")
     for t in q8_0 Q4_K_M; do
         [ -e "$WORK/$n-$t.gguf" ] || continue
@@ -143,7 +152,7 @@ done
 
 # ---- greedy generation ------------------------------------------------------------------
 say ""; say "## generate --device cuda vs cpu (greedy ids)"
-for f in "${FIX[@]}"; do
+for f in "${FIRST[@]}"; do
     n=$(basename "$f")
     for m in "$f" "$WORK/$n-q8_0.gguf"; do
         [ -e "$m" ] || continue
@@ -174,7 +183,7 @@ for r in rows:
 print("cpu/cuda verdict comparison:")
 for k, r in by.items():
     if k.startswith("cpu  "):
-        c = by.get("cuda" + k[3:])
+        c = by.get("cuda " + k[5:])
         if c:
             same = r["pass"] == c["pass"] and [x["pass"] for x in r["checks"]] == [x["pass"] for x in c["checks"]]
             print(f"  {k[5:]:40} {'SAME verdicts' if same else 'DIFFERENT verdicts'} (cpu {r['pass']}, cuda {c['pass']})")
@@ -189,19 +198,22 @@ say ""; say "## 1.8b benchmark (pp128, gen32; median of 3 after a warm-up) — $
 B18=$WORK/model-1.8b
 [ -f "$B18/model.safetensors" ] || [ -f "$B18/model.safetensors.index.json" ] ||
     step "synth 1.8b" 120 "$BIN" synth 1.8b -o "$B18" --force -q
-step "to-gguf 1.8b q8_0" 90 "$BIN" to-gguf "$B18" -o "$WORK/1.8b-q8_0.gguf" --outtype q8_0 --force --no-checksum -q
+[ -z "${SHORT:-}" ] && step "to-gguf 1.8b q8_0" 90 "$BIN" to-gguf "$B18" -o "$WORK/1.8b-q8_0.gguf" --outtype q8_0 --force --no-checksum -q
 bench() {
     local name=$1 t=$2; shift 2
     step "bench $name" "$t" sh -c "'$BIN' bench $* --json >'$WORK/b.json'" &&
         python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["_step"]=sys.argv[2]; print(json.dumps(r))' "$WORK/b.json" "$name" >>"$BJ"
 }
-bench "cuda bf16" 90 "'$B18'" --device cuda
-bench "cuda q8_0" 90 "'$WORK/1.8b-q8_0.gguf'" --device cuda
-LLMJP_CUDA_STREAM=1 bench "cuda bf16 STREAM" 90 "'$B18'" --device cuda --reps 1
-bench "cpu bf16" 120 "'$B18'" --device cpu
-bench "cpu q8_0" 120 "'$WORK/1.8b-q8_0.gguf'" --device cpu
-step "transformers bf16" 150 sh -c "python3 scripts/bench_transformers.py '$B18' --prompt-tokens 128 --gen-tokens 32 --reps 3 >'$WORK/t.json'" &&
+REPS=3; [ -n "${SHORT:-}" ] && REPS=2
+bench "cuda bf16" 90 "'$B18'" --device cuda --reps $REPS
+if [ -z "${SHORT:-}" ]; then
+    bench "cuda q8_0" 90 "'$WORK/1.8b-q8_0.gguf'" --device cuda
+    LLMJP_CUDA_STREAM=1 bench "cuda bf16 STREAM" 90 "'$B18'" --device cuda --reps 1
+fi
+step "transformers bf16" 150 sh -c "python3 scripts/bench_transformers.py '$B18' --prompt-tokens 128 --gen-tokens 32 --reps $REPS >'$WORK/t.json'" &&
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["_step"]="transformers bf16"; print(json.dumps(r))' "$WORK/t.json" >>"$BJ"
+bench "cpu bf16" 120 "'$B18'" --device cpu --reps $REPS
+[ -z "${SHORT:-}" ] && bench "cpu q8_0" 120 "'$WORK/1.8b-q8_0.gguf'" --device cpu
 python3 - "$BJ" >>"$SUM" <<'PY'
 import json, sys
 print(f"{'engine':24} {'pp128 tok/s':>22} {'gen32 tok/s':>22}  device")

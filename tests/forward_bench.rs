@@ -444,20 +444,28 @@ fn vs_llama_cpp() {
     }
 }
 
+/// The profiling tests' model (LLMJP_BENCH_MODEL) and step count (LLMJP_BENCH_STEPS, else
+/// `default_steps`); None when no model is named.
+fn profiling_setup(default_steps: usize) -> Option<(Model, usize)> {
+    let Ok(dir) = std::env::var("LLMJP_BENCH_MODEL") else {
+        eprintln!("set LLMJP_BENCH_MODEL");
+        return None;
+    };
+    let steps = std::env::var("LLMJP_BENCH_STEPS")
+        .ok()
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(default_steps);
+    Some((Model::open(Path::new(&dir)).unwrap(), steps))
+}
+
 /// Generation alone (for profiling): a short prompt, then LLMJP_BENCH_STEPS (default 64)
 /// single-token steps on LLMJP_BENCH_MODEL, printing tok/s every 16 steps.
 #[test]
 #[ignore]
 fn generate_only() {
-    let Ok(dir) = std::env::var("LLMJP_BENCH_MODEL") else {
-        eprintln!("set LLMJP_BENCH_MODEL");
+    let Some((mut m, steps)) = profiling_setup(64) else {
         return;
     };
-    let steps: usize = std::env::var("LLMJP_BENCH_STEPS")
-        .ok()
-        .map(|s| s.parse().unwrap())
-        .unwrap_or(64);
-    let mut m = Model::open(Path::new(&dir)).unwrap();
     let mut logits = m.forward(&[1, 2, 3, 4], Logits::Last).unwrap();
     let mut t = Instant::now();
     for i in 1..=steps {
@@ -478,15 +486,9 @@ fn generate_only() {
 #[test]
 #[ignore]
 fn prompt_only() {
-    let Ok(dir) = std::env::var("LLMJP_BENCH_MODEL") else {
-        eprintln!("set LLMJP_BENCH_MODEL");
+    let Some((mut m, steps)) = profiling_setup(4) else {
         return;
     };
-    let steps: usize = std::env::var("LLMJP_BENCH_STEPS")
-        .ok()
-        .map(|s| s.parse().unwrap())
-        .unwrap_or(4);
-    let mut m = Model::open(Path::new(&dir)).unwrap();
     let vocab = m.config().vocab as u32;
     let ids: Vec<u32> = (0..PROMPT as u32)
         .map(|i| 1 + (i * 7919) % (vocab - 1))

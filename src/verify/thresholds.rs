@@ -56,20 +56,21 @@ const TABLE: &[Row] = &[
     ),
     ("bf16", None, Some(5e-4), Some(5e-3), Some(0.95), Some(0.5)),
     // Random-weight fixtures have many near-tied top logits, so top-1 limits sit below the
-    // anchors' "same top token" shares (set below what llama-quantize's own files of the
-    // 256-wide fixtures give: tests/verify_cli.rs); the mean KL is the main gate.
+    // anchors' "same top token" shares, about 10% (relative) below what llama-quantize's own
+    // files of the 256-wide fixtures give with and without an imatrix (bench/quant-quality.md,
+    // tests/verify_cli.rs); the mean KL is the main gate.
     ("q8_0", None, Some(5e-3), None, Some(0.90), None),
     ("int8", None, Some(5e-3), None, Some(0.90), None),
-    ("q6_k", None, Some(0.02), None, Some(0.88), None),
-    ("q5_k", None, Some(0.04), None, Some(0.85), None),
-    ("q5_1", None, Some(0.04), None, Some(0.85), None),
-    ("q5_0", None, Some(0.05), None, Some(0.78), None),
-    ("q4_k", None, Some(0.1), None, Some(0.80), None),
-    ("q4_1", None, Some(0.15), None, Some(0.72), None),
-    ("q4_0", None, Some(0.2), None, Some(0.70), None),
+    ("q6_k", None, Some(0.02), None, Some(0.85), None),
+    ("q5_k", None, Some(0.04), None, Some(0.80), None),
+    ("q5_1", None, Some(0.04), None, Some(0.80), None),
+    ("q5_0", None, Some(0.05), None, Some(0.75), None),
+    ("q4_k", None, Some(0.1), None, Some(0.70), None),
+    ("q4_1", None, Some(0.15), None, Some(0.68), None),
+    ("q4_0", None, Some(0.2), None, Some(0.62), None),
     ("int4", None, Some(0.1), None, Some(0.80), None),
-    ("q3_k", None, Some(0.3), None, Some(0.50), None),
-    ("q2_k", None, Some(1.2), None, Some(0.28), None),
+    ("q3_k", None, Some(0.3), None, Some(0.42), None),
+    ("q2_k", None, Some(1.2), None, Some(0.22), None),
 ];
 
 impl Thresholds {
