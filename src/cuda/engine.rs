@@ -96,6 +96,15 @@ fn kernel_type(ty: GgmlType) -> Result<&'static str> {
     })
 }
 
+/// Bytes one row of `m` takes on the GPU (packed integer rows go up decoded to f32).
+fn device_row_bytes(m: &Mat) -> usize {
+    if m.int.is_some() {
+        m.cols * 4
+    } else {
+        m.row(0).len()
+    }
+}
+
 fn is_norm(name: Name) -> bool {
     matches!(
         name,
@@ -114,11 +123,22 @@ impl Engine {
         let cfg = w.config().clone();
         let shapes = expected_shapes(&cfg, tied);
         for (name, ..) in &shapes {
-            kernel_type(w.mat(*name)?.ty).with_context(|| name.gguf())?;
+            let m = w.mat(*name)?;
+            match m.int {
+                // Activation quantization (W8A8) is emulated on the CPU path only.
+                Some(v) if v.act_bits.is_some() => bail!(
+                    "{}: int8 activation quantization (W8A8) runs on the CPU only",
+                    name.gguf()
+                ),
+                Some(_) => {}
+                None => {
+                    kernel_type(m.ty).with_context(|| name.gguf())?;
+                }
+            }
         }
         let total: usize = shapes
             .iter()
-            .map(|(name, ..)| w.mat(*name).map(|m| m.rows * m.row(0).len()))
+            .map(|(name, ..)| w.mat(*name).map(|m| m.rows * device_row_bytes(&m)))
             .sum::<Result<usize>>()?;
         let (free, _) = gpu.mem()?;
         let forced =
@@ -176,11 +196,25 @@ impl Engine {
 
     fn upload(&mut self, m: &Mat) -> Result<DMat> {
         self.staging.clear();
-        for r in 0..m.rows {
-            self.staging.extend_from_slice(m.row(r));
-        }
+        let ty = if m.int.is_some() {
+            // Packed int4/int8 weights (compressed-tensors, GPTQ) have no GPU kernel yet: their
+            // rows are decoded on the host, exactly as the CPU path decodes them, and go up as
+            // f32.
+            let mut row = vec![0f32; m.cols];
+            for r in 0..m.rows {
+                m.dequant_row(r, &mut row);
+                self.staging
+                    .extend_from_slice(bytemuck::cast_slice::<f32, u8>(&row));
+            }
+            GgmlType::F32
+        } else {
+            for r in 0..m.rows {
+                self.staging.extend_from_slice(m.row(r));
+            }
+            m.ty
+        };
         Ok(DMat {
-            ty: m.ty,
+            ty,
             rows: m.rows,
             cols: m.cols,
             row_bytes: self.staging.len() / m.rows.max(1),
