@@ -144,14 +144,7 @@ pub fn gptq(spec: &Spec, mut w: Vec<f32>, rows: usize, cols: usize, p: &Prepared
         }
         i0 = i1;
     }
-    QTensor {
-        rows,
-        cols,
-        bits: spec.bits,
-        group: spec.group,
-        q,
-        scales,
-    }
+    spec.tensor(rows, cols, q, scales)
 }
 
 /// The weights with one layer's Linears replaced by their dequantized values.

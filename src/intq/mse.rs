@@ -36,14 +36,7 @@ pub fn mse(
                 quant_group(spec, x, *s, q);
             }
         });
-    QTensor {
-        rows,
-        cols,
-        bits: spec.bits,
-        group: spec.group,
-        q,
-        scales,
-    }
+    spec.tensor(rows, cols, q, scales)
 }
 
 fn best_scale(spec: &Spec, x: &[f32], cw: Option<&[f32]>) -> f32 {

@@ -20,6 +20,20 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The quantized tensor of `rows x cols` integers `q` and their group `scales`.
+    pub fn tensor(&self, rows: usize, cols: usize, q: Vec<i8>, scales: Vec<f32>) -> QTensor {
+        QTensor {
+            rows,
+            cols,
+            bits: self.bits,
+            group: self.group,
+            q,
+            scales,
+        }
+    }
+}
+
+impl Spec {
     pub fn qmin(&self) -> f32 {
         -((1i32 << (self.bits - 1)) as f32)
     }
@@ -94,14 +108,7 @@ pub fn rtn(spec: &Spec, w: &[f32], rows: usize, cols: usize) -> QTensor {
                 quant_group(spec, x, *s, q);
             }
         });
-    QTensor {
-        rows,
-        cols,
-        bits: spec.bits,
-        group: spec.group,
-        q,
-        scales,
-    }
+    spec.tensor(rows, cols, q, scales)
 }
 
 #[cfg(test)]
