@@ -5,8 +5,7 @@
 //! round to nearest, so the result is never worse than rtn on the (weighted) error.
 
 use super::pack::QTensor;
-use super::rtn::{Spec, absmax, quant, quant_group, scale};
-use rayon::prelude::*;
+use super::rtn::{Spec, absmax, per_group, quant, scale};
 
 const STEPS: usize = 20;
 
@@ -18,25 +17,10 @@ pub fn mse(
     cols: usize,
     col_weight: Option<&[f32]>,
 ) -> QTensor {
-    let g = cols / spec.group;
-    let mut q = vec![0i8; rows * cols];
-    let mut scales = vec![0f32; rows * g];
-    q.par_chunks_mut(cols)
-        .zip(scales.par_chunks_mut(g))
-        .zip(w.par_chunks(cols))
-        .for_each(|((q, s), w)| {
-            for (j, ((q, s), x)) in q
-                .chunks_mut(spec.group)
-                .zip(s.iter_mut())
-                .zip(w.chunks(spec.group))
-                .enumerate()
-            {
-                let cw = col_weight.map(|c| &c[j * spec.group..(j + 1) * spec.group]);
-                *s = best_scale(spec, x, cw);
-                quant_group(spec, x, *s, q);
-            }
-        });
-    spec.tensor(rows, cols, q, scales)
+    per_group(spec, w, rows, cols, |j, x| {
+        let cw = col_weight.map(|c| &c[j * spec.group..(j + 1) * spec.group]);
+        best_scale(spec, x, cw)
+    })
 }
 
 fn best_scale(spec: &Spec, x: &[f32], cw: Option<&[f32]>) -> f32 {

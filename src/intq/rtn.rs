@@ -92,6 +92,18 @@ pub fn absmax(x: &[f32]) -> f32 {
 
 /// Round to nearest of a `rows` x `cols` weight (row-major f32, exact values of the source).
 pub fn rtn(spec: &Spec, w: &[f32], rows: usize, cols: usize) -> QTensor {
+    per_group(spec, w, rows, cols, |_, x| scale(spec, absmax(x), 1.0))
+}
+
+/// Quantizes each group of each row with the scale `choose(group index in the row, values)`
+/// picks (rows in parallel): the frame rtn and mse share.
+pub fn per_group(
+    spec: &Spec,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    choose: impl Fn(usize, &[f32]) -> f32 + Sync,
+) -> QTensor {
     let g = cols / spec.group;
     let mut q = vec![0i8; rows * cols];
     let mut scales = vec![0f32; rows * g];
@@ -99,12 +111,13 @@ pub fn rtn(spec: &Spec, w: &[f32], rows: usize, cols: usize) -> QTensor {
         .zip(scales.par_chunks_mut(g))
         .zip(w.par_chunks(cols))
         .for_each(|((q, s), w)| {
-            for ((q, s), x) in q
+            for (j, ((q, s), x)) in q
                 .chunks_mut(spec.group)
                 .zip(s.iter_mut())
                 .zip(w.chunks(spec.group))
+                .enumerate()
             {
-                *s = scale(spec, absmax(x), 1.0);
+                *s = choose(j, x);
                 quant_group(spec, x, *s, q);
             }
         });
