@@ -188,8 +188,8 @@ pub fn run(model_path: &Path, out: &Path, opts: &Options) -> Result<Summary> {
     let whole = tokens.len() / opts.chunk_size;
     ensure!(
         whole >= 1,
-        "the calibration text has {} tokens, fewer than one chunk of {} (use a longer text or \
-         a smaller --chunk-size)",
+        "{dataset}: the calibration text has {} tokens, fewer than one chunk of {} (use a \
+         longer text or a smaller --chunk-size)",
         tokens.len(),
         opts.chunk_size
     );
