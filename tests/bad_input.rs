@@ -21,18 +21,9 @@ struct Case {
     model: PathBuf,
     out_dir: PathBuf,
     out: PathBuf,
-    /// The test's directory, removed on drop unless the test failed (each holds ~31 MB).
-    owned_root: Option<PathBuf>,
-}
-
-impl Drop for Case {
-    fn drop(&mut self) {
-        if let Some(root) = &self.owned_root
-            && !std::thread::panicking()
-        {
-            let _ = std::fs::remove_dir_all(root);
-        }
-    }
+    /// The test's directory (~31 MB), held only so that it is removed when the case drops
+    /// (see `common::tmp`).
+    _owned_root: Option<common::Scratch>,
 }
 
 impl Case {
@@ -48,7 +39,7 @@ impl Case {
             model,
             out_dir,
             out,
-            owned_root: Some(root),
+            _owned_root: Some(root),
         }
     }
 
@@ -62,7 +53,7 @@ impl Case {
             model: self.model.clone(),
             out_dir: out_dir.to_path_buf(),
             out,
-            owned_root: None,
+            _owned_root: None,
         }
     }
 

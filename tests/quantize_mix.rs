@@ -374,7 +374,7 @@ fn rules_tied_pure_and_overrides() {
 fn cli_fixture() -> &'static (PathBuf, PathBuf) {
     static F: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     F.get_or_init(|| {
-        let d = tmp("cli-fixture");
+        let d = common::tmp_keep("cli-fixture");
         common::synth("dense", &d.join("model"));
         let bf16 = d.join("dense.gguf");
         let q8 = d.join("dense-q8_0.gguf");

@@ -3,7 +3,7 @@
 //! Use it from a test file with `mod common;`. Everything here panics with a readable message
 //! on failure, so tests can call it without `unwrap` noise.
 //!
-//! - [`tmp`]: a fresh, empty directory for one test.
+//! - [`tmp`]: a fresh, empty directory for one test, removed when the test passes.
 //! - [`run`]: runs the binary and returns its [`Output`].
 //! - [`synth`]: writes a fixture model (`llmjp-convert synth PRESET -o DIR`).
 //! - [`dir_digest`]: a sha256 over a directory tree, to prove that it did not change.
@@ -22,10 +22,18 @@ use std::process::{Command, Output};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_llmjp-convert");
 
-/// A fresh, empty directory `CARGO_TARGET_TMPDIR/<test binary>/<name>`: anything left there
-/// by an earlier run is removed first. Tests run in parallel, so give each test its own `name`;
-/// the test binary's name is part of the path, so names need only be unique within one file.
-pub fn tmp(name: &str) -> PathBuf {
+/// A fresh, empty directory `CARGO_TARGET_TMPDIR/<test binary>/<name>` that is removed again
+/// when the returned guard drops, unless the test is failing (then it stays for a look) or
+/// `LLMJP_KEEP_TEST_FILES` is set. The whole suite writes ~10 GB of models; CI machines do
+/// not always have that much disk free, so each test gives its space back.
+/// Tests run in parallel, so give each test its own `name`; the test binary's name is part of
+/// the path, so names need only be unique within one file.
+pub fn tmp(name: &str) -> Scratch {
+    Scratch(tmp_keep(name))
+}
+
+/// Like [`tmp`], but the directory stays: for fixtures shared by several tests of one binary.
+pub fn tmp_keep(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let stem = exe
         .file_stem()
@@ -47,6 +55,31 @@ pub fn tmp(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("{}: cannot create: {e}", dir.display()));
     dir
+}
+
+/// A test's scratch directory; see [`tmp`].
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && std::env::var_os("LLMJP_KEEP_TEST_FILES").is_none() {
+            // Best effort: a leftover directory costs disk, not correctness.
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Runs `llmjp-convert ARGS...` to completion and returns its status, stdout and stderr.
