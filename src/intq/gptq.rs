@@ -1,18 +1,16 @@
 //! GPTQ (Frantar et al. 2022), layer by layer on our own forward pass:
 //!
 //! 1. the calibration sequences are embedded;
-//! 2. for each decoder layer: run it (original weights) over every sequence, its inputs coming
-//!    from the already quantized layers before it, accumulating `H = Σ x xᵀ` per Linear input
-//!    (q/k/v share one, gate/up one, each expert its own routed tokens);
-//! 3. quantize the layer's Linears: damping 1% of the mean diagonal, the upper Cholesky factor
-//!    of `H⁻¹` (damping x10 and retry when not positive definite, round to nearest after five
+//! 2. each decoder layer is quantized sub-module by sub-module, as AutoGPTQ's and GPTQModel's
+//!    default `true_sequential`: [q, k, v], then [o], then [gate, up] (each expert's), then
+//!    [down]; each group's Hessian `H = Σ x xᵀ` comes from inputs computed with the groups
+//!    before it already quantized, and the layer's inputs from the quantized layers before it;
+//! 3. a group is quantized with damping 1% of the mean diagonal, the upper Cholesky factor of
+//!    `H⁻¹` (damping x10 and retry when not positive definite, round to nearest after five
 //!    failures), columns in blocks of 128 with the error spread over the later columns, a
 //!    group's scale taken when the loop reaches its first column (no act-order, so groups are
 //!    contiguous and g_idx is `k / group_size`);
-//! 4. run the layer again with the quantized weights to get the next layer's inputs.
-//!
-//! All Linears of a layer see inputs from the original weights of that layer (GPTQ's
-//! "sequential by layer", not by sub-module).
+//! 4. the layer is run with all its quantized weights to give the next layer's inputs.
 
 use super::linalg;
 use super::pack::QTensor;
@@ -22,7 +20,7 @@ use crate::gguf::GgmlType;
 use crate::hf::Checkpoint;
 use crate::model::attention::{KvCache, attention};
 use crate::model::ffn;
-use crate::model::ops::{Rope, rms_norm_rows};
+use crate::model::ops::{Rope, rms_norm_rows, silu};
 use crate::model::weights::{HfWeights, Weights};
 use crate::model::{Config, Mat, Name, Observer, matmul};
 use crate::progress::Progress;
@@ -30,7 +28,6 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 /// Damping: this share of the mean Hessian diagonal is added to the diagonal.
 pub const DAMP: f64 = 0.01;
@@ -171,48 +168,62 @@ impl Weights for Overlay<'_> {
     }
 }
 
-/// Decoder layer `l` over one sequence at positions 0.. (a fresh KV cache), in place.
-fn layer(
-    w: &dyn Weights,
-    rope: &Rope,
-    l: usize,
-    x: &mut [f32],
-    obs: &mut Option<Observer>,
-) -> Result<()> {
+/// Layer `l`'s attention over one sequence at positions 0.. (a fresh KV cache), from its
+/// normed input `xn`: o_proj's input.
+fn attention_block(w: &dyn Weights, rope: &Rope, l: usize, xn: &[f32]) -> Result<Vec<f32>> {
     let c = w.config();
-    let (h, hd, eps) = (c.hidden, c.head_dim, c.rms_eps);
-    let n = x.len() / h;
-    let norm = |name| -> Result<Vec<f32>> { Ok(w.mat(name)?.to_f32()) };
-    let xn = rms_norm_rows(x, &norm(Name::AttnNorm(l))?, eps);
-    if let Some(o) = obs {
-        o(Name::AttnQ(l), &xn, n);
-    }
-    let mut q = matmul(&w.mat(Name::AttnQ(l))?, &xn, n);
-    let mut k = matmul(&w.mat(Name::AttnK(l))?, &xn, n);
-    let v = matmul(&w.mat(Name::AttnV(l))?, &xn, n);
+    let n = xn.len() / c.hidden;
+    let mut q = matmul(&w.mat(Name::AttnQ(l))?, xn, n);
+    let mut k = matmul(&w.mat(Name::AttnK(l))?, xn, n);
+    let v = matmul(&w.mat(Name::AttnV(l))?, xn, n);
     for t in 0..n {
         let (cos, sin) = rope.cos_sin(t);
         let qt = &mut q[t * c.q_dim()..(t + 1) * c.q_dim()];
         let kt = &mut k[t * c.kv_dim()..(t + 1) * c.kv_dim()];
-        for head in qt.chunks_exact_mut(hd).chain(kt.chunks_exact_mut(hd)) {
+        for head in qt
+            .chunks_exact_mut(c.head_dim)
+            .chain(kt.chunks_exact_mut(c.head_dim))
+        {
             Rope::apply(head, &cos, &sin);
         }
     }
     let cache = KvCache { k, v };
-    let att = attention(c, &q, &cache, 0, n);
-    if let Some(o) = obs {
-        o(Name::AttnOutput(l), &att, n);
-    }
-    let o = matmul(&w.mat(Name::AttnOutput(l))?, &att, n);
-    add(x, &o);
-    let xn = rms_norm_rows(x, &norm(Name::FfnNorm(l))?, eps);
-    let y = if c.is_moe() {
-        ffn::moe(w, c, l, &xn, n, obs)?
+    Ok(attention(c, &q, &cache, 0, n))
+}
+
+/// The feed-forward block of layer `l` on normed input `xn`.
+fn ffn_block(
+    w: &dyn Weights,
+    l: usize,
+    xn: &[f32],
+    obs: &mut Option<Observer>,
+) -> Result<Vec<f32>> {
+    let c = w.config();
+    let n = xn.len() / c.hidden;
+    if c.is_moe() {
+        ffn::moe(w, c, l, xn, n, obs)
     } else {
-        ffn::dense(w, l, &xn, n, obs)?
-    };
-    add(x, &y);
-    Ok(())
+        ffn::dense(w, l, xn, n, obs)
+    }
+}
+
+/// Σ x xᵀ per Hessian key, with the number of rows.
+#[derive(Default)]
+struct Hessians(HashMap<Name, (usize, Vec<f32>)>);
+
+impl Hessians {
+    fn add(&mut self, key: Name, x: &[f32], n: usize) {
+        if n == 0 {
+            return;
+        }
+        let cols = x.len() / n;
+        let (cnt, h) = self
+            .0
+            .entry(key)
+            .or_insert_with(|| (0, vec![0f32; cols * cols]));
+        linalg::add_xtx(h, x, n, cols);
+        *cnt += n;
+    }
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
@@ -234,18 +245,169 @@ fn hessian_key(name: Name) -> Option<Name> {
     }
 }
 
-/// The Linears of layer `l`.
-fn linears(c: &Config, l: usize) -> Vec<Name> {
+/// Layer `l`'s Linears in AutoGPTQ's true-sequential groups: [q, k, v], [o], [gate, up],
+/// [down] (per expert in a MoE).
+fn groups(c: &Config, l: usize) -> [Vec<Name>; 4] {
     use Name::*;
-    let mut v = vec![AttnQ(l), AttnK(l), AttnV(l), AttnOutput(l)];
+    let (mut gate_up, mut down) = (Vec::new(), Vec::new());
     if c.is_moe() {
         for e in 0..c.n_expert {
-            v.extend([FfnGateExps(l, e), FfnUpExps(l, e), FfnDownExps(l, e)]);
+            gate_up.extend([FfnGateExps(l, e), FfnUpExps(l, e)]);
+            down.push(FfnDownExps(l, e));
         }
     } else {
-        v.extend([FfnGate(l), FfnUp(l), FfnDown(l)]);
+        gate_up.extend([FfnGate(l), FfnUp(l)]);
+        down.push(FfnDown(l));
     }
-    v
+    [
+        vec![AttnQ(l), AttnK(l), AttnV(l)],
+        vec![AttnOutput(l)],
+        gate_up,
+        down,
+    ]
+}
+
+/// Quantizes one group of Linears from its inputs' Hessians (one factorization per distinct
+/// input); their dequantized values go into `ov` for the groups after it.
+fn quantize_group(
+    names: &[Name],
+    hs: Hessians,
+    ck: &Checkpoint,
+    opts: &Options,
+    ov: &mut Overlay,
+    out: &mut HashMap<String, QTensor>,
+    progress: &Progress,
+) -> Result<()> {
+    let prepared: HashMap<Name, Prepared> =
+        hs.0.into_iter()
+            .map(|(key, (cnt, h))| {
+                // H = 2/n Σ x xᵀ (the scale only matters relative to the damping).
+                let f = 2.0 / cnt as f64;
+                let cols = (h.len() as f64).sqrt() as usize;
+                let h: Vec<f64> = h.par_iter().map(|&v| v as f64 * f).collect();
+                (key, prepare(h, cols))
+            })
+            .collect();
+    for &name in names {
+        let hf = name.hf();
+        progress.set_message(&hf);
+        let (w, rows, cols, dt) = super::load_f32(ck, &hf)?;
+        let spec = spec_for(opts, cols, dt);
+        let t = match hessian_key(name).and_then(|k| prepared.get(&k)) {
+            Some(p) => gptq(&spec, w, rows, cols, p),
+            // An expert no calibration token was routed to.
+            None => super::rtn::rtn(&spec, &w, rows, cols),
+        };
+        ov.over.insert(name, (rows, cols, dequant(&t)));
+        out.insert(hf, t);
+    }
+    Ok(())
+}
+
+/// GPTQ of decoder layer `l` (see the module comment); `xs` holds each sequence's input to the
+/// layer and is left holding its output.
+#[allow(clippy::too_many_arguments)]
+fn quantize_layer(
+    base: &HfWeights,
+    ck: &Checkpoint,
+    opts: &Options,
+    rope: &Rope,
+    l: usize,
+    xs: &mut [Vec<f32>],
+    out: &mut HashMap<String, QTensor>,
+    progress: &Progress,
+) -> Result<()> {
+    let c = base.config();
+    let (h, eps) = (c.hidden, c.rms_eps);
+    let attn_norm = base.mat(Name::AttnNorm(l))?.to_f32();
+    let ffn_norm = base.mat(Name::FfnNorm(l))?.to_f32();
+    let [qkv, o, gate_up, down] = groups(c, l);
+    let mut ov = Overlay {
+        base,
+        over: HashMap::new(),
+    };
+    // [q, k, v] read the normed layer input.
+    let mut hs = Hessians::default();
+    for x in xs.iter() {
+        hs.add(
+            Name::AttnQ(l),
+            &rms_norm_rows(x, &attn_norm, eps),
+            x.len() / h,
+        );
+    }
+    quantize_group(&qkv, hs, ck, opts, &mut ov, out, progress)?;
+    // [o] reads attention over the quantized q, k, v.
+    let mut hs = Hessians::default();
+    let mut atts = Vec::with_capacity(xs.len());
+    for x in xs.iter() {
+        let att = attention_block(&ov, rope, l, &rms_norm_rows(x, &attn_norm, eps))?;
+        hs.add(Name::AttnOutput(l), &att, x.len() / h);
+        atts.push(att);
+    }
+    quantize_group(&o, hs, ck, opts, &mut ov, out, progress)?;
+    // [gate, up] read the normed residual after the quantized attention (per expert: the
+    // positions routed to it); xs becomes that residual.
+    let mut hs = Hessians::default();
+    {
+        let wo = ov.mat(Name::AttnOutput(l))?;
+        for (x, att) in xs.iter_mut().zip(atts) {
+            let n = x.len() / h;
+            add(x, &matmul(&wo, &att, n));
+            let xn = rms_norm_rows(x, &ffn_norm, eps);
+            if c.is_moe() {
+                for (e, chosen) in ffn::by_expert(&ov, c, l, &xn, n)?.iter().enumerate() {
+                    hs.add(
+                        Name::FfnGateExps(l, e),
+                        &ffn::gather(&xn, h, chosen),
+                        chosen.len(),
+                    );
+                }
+            } else {
+                hs.add(Name::FfnGate(l), &xn, n);
+            }
+        }
+    }
+    quantize_group(&gate_up, hs, ck, opts, &mut ov, out, progress)?;
+    // [down] reads silu(gate(x)) * up(x) with the quantized gate and up (down itself is not
+    // run here: its output is not needed until it is quantized).
+    let mut hs = Hessians::default();
+    for x in xs.iter() {
+        let xn = rms_norm_rows(x, &ffn_norm, eps);
+        let n = x.len() / h;
+        let act = |gate, up, x: &[f32], n| -> Result<Vec<f32>> {
+            let g = matmul(&ov.mat(gate)?, x, n);
+            let u = matmul(&ov.mat(up)?, x, n);
+            Ok(g.iter().zip(&u).map(|(&g, &u)| silu(g) * u).collect())
+        };
+        if c.is_moe() {
+            for (e, chosen) in ffn::by_expert(&ov, c, l, &xn, n)?.iter().enumerate() {
+                if !chosen.is_empty() {
+                    let xe = ffn::gather(&xn, h, chosen);
+                    let a = act(
+                        Name::FfnGateExps(l, e),
+                        Name::FfnUpExps(l, e),
+                        &xe,
+                        chosen.len(),
+                    )?;
+                    hs.add(Name::FfnDownExps(l, e), &a, chosen.len());
+                }
+            }
+        } else {
+            hs.add(
+                Name::FfnDown(l),
+                &act(Name::FfnGate(l), Name::FfnUp(l), &xn, n)?,
+                n,
+            );
+        }
+    }
+    quantize_group(&down, hs, ck, opts, &mut ov, out, progress)?;
+    // The layer's output with all its quantized weights: the next layer's input.
+    for x in xs.iter_mut() {
+        let y = ffn_block(&ov, l, &rms_norm_rows(x, &ffn_norm, eps), &mut None)
+            .context("gptq layer pass")?;
+        add(x, &y);
+    }
+    Ok(())
 }
 
 /// Every Linear of the checkpoint, by HF name.
@@ -271,57 +433,7 @@ pub fn run(input: &Path, ck: &Checkpoint, opts: &Options) -> Result<HashMap<Stri
     let log = !opts.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let t0 = std::time::Instant::now();
     for l in 0..c.n_layer {
-        // 2. Hessians from this layer's inputs.
-        type Acc = HashMap<Name, (usize, Vec<f32>)>;
-        let acc: Arc<Mutex<Acc>> = Arc::default();
-        let a = acc.clone();
-        let mut obs: Option<Observer> = Some(Box::new(move |name, x, n| {
-            let Some(key) = hessian_key(name).filter(|k| *k == name) else {
-                return;
-            };
-            let cols = x.len() / n.max(1);
-            let mut m = a.lock().expect("hessian lock");
-            let (cnt, h) = m.entry(key).or_insert_with(|| (0, vec![0f32; cols * cols]));
-            linalg::add_xtx(h, x, n, cols);
-            *cnt += n;
-        }));
-        for x in &xs {
-            let mut y = x.clone();
-            layer(&base, &rope, l, &mut y, &mut obs)?;
-        }
-        drop(obs);
-        let hs = std::mem::take(&mut *acc.lock().expect("hessian lock"));
-        // 3. Quantize the layer (one factorization per distinct input).
-        let mut prepared: HashMap<Name, Prepared> = HashMap::new();
-        for (key, (cnt, h)) in hs {
-            if cnt > 0 {
-                // H = 2/n Σ x xᵀ (the scale only matters relative to the damping).
-                let f = 2.0 / cnt as f64;
-                let cols = (h.len() as f64).sqrt() as usize;
-                let h: Vec<f64> = h.par_iter().map(|&v| v as f64 * f).collect();
-                prepared.insert(key, prepare(h, cols));
-            }
-        }
-        let mut over = HashMap::new();
-        for name in linears(&c, l) {
-            let hf = name.hf();
-            progress.set_message(&hf);
-            let (w, rows, cols, dt) = super::load_f32(ck, &hf)?;
-            let spec = spec_for(opts, cols, dt);
-            let t = match hessian_key(name).and_then(|k| prepared.get(&k)) {
-                Some(p) => gptq(&spec, w, rows, cols, p),
-                // An expert no calibration token was routed to.
-                None => super::rtn::rtn(&spec, &w, rows, cols),
-            };
-            over.insert(name, (rows, cols, dequant(&t)));
-            out.insert(hf, t);
-        }
-        // 4. This layer's output with its quantized weights: the next layer's input.
-        let ov = Overlay { base: &base, over };
-        let mut none = None;
-        for x in xs.iter_mut() {
-            layer(&ov, &rope, l, x, &mut none).context("gptq layer pass")?;
-        }
+        quantize_layer(&base, ck, opts, &rope, l, &mut xs, &mut out, &progress)?;
         progress.inc(1);
         if log {
             let t = t0.elapsed().as_secs_f64();

@@ -70,6 +70,33 @@ pub fn route(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
     idx.into_iter().map(|e| (e, p[e] / sum)).collect()
 }
 
+/// Layer `l`'s routing of `n` positions: for each expert, the positions sent to it (ascending)
+/// with their weights.
+pub fn by_expert(
+    w: &dyn Weights,
+    c: &Config,
+    l: usize,
+    x: &[f32],
+    n: usize,
+) -> Result<Vec<Vec<(usize, f32)>>> {
+    let router = matmul(&w.mat(Name::FfnGateInp(l))?, x, n);
+    let mut experts = vec![Vec::new(); c.n_expert];
+    for (t, r) in router.chunks_exact(c.n_expert).enumerate() {
+        for (e, wt) in route(r, c.n_expert_used) {
+            experts[e].push((t, wt));
+        }
+    }
+    Ok(experts)
+}
+
+/// The rows (of width `h`) of `x` at the chosen positions, in order.
+pub fn gather(x: &[f32], h: usize, chosen: &[(usize, f32)]) -> Vec<f32> {
+    chosen
+        .iter()
+        .flat_map(|&(t, _)| x[t * h..(t + 1) * h].iter().copied())
+        .collect()
+}
+
 /// The Mixtral sparse MoE block of layer `l`. Each expert runs once on the positions routed
 /// to it; outputs are added in expert order, as transformers' `index_add_` loop does.
 pub fn moe(
@@ -84,25 +111,12 @@ pub fn moe(
     if let Some(o) = obs {
         o(Name::FfnGateInp(l), x, n);
     }
-    let router = matmul(&w.mat(Name::FfnGateInp(l))?, x, n);
-    let routes: Vec<Vec<(usize, f32)>> = router
-        .chunks_exact(c.n_expert)
-        .map(|r| route(r, c.n_expert_used))
-        .collect();
     let mut out = vec![0f32; n * h];
-    for e in 0..c.n_expert {
-        let chosen: Vec<(usize, f32)> = routes
-            .iter()
-            .enumerate()
-            .filter_map(|(t, r)| r.iter().find(|(re, _)| *re == e).map(|&(_, wt)| (t, wt)))
-            .collect();
+    for (e, chosen) in by_expert(w, c, l, x, n)?.into_iter().enumerate() {
         if chosen.is_empty() {
             continue;
         }
-        let xe: Vec<f32> = chosen
-            .iter()
-            .flat_map(|&(t, _)| x[t * h..(t + 1) * h].iter().copied())
-            .collect();
+        let xe = gather(x, h, &chosen);
         if let Some(o) = obs {
             o(Name::FfnGateExps(l, e), &xe, chosen.len());
             o(Name::FfnUpExps(l, e), &xe, chosen.len());
