@@ -284,8 +284,7 @@ fn quantize_group(
                 // H = 2/n Σ x xᵀ (the scale only matters relative to the damping).
                 let f = 2.0 / cnt as f64;
                 let cols = (h.len() as f64).sqrt() as usize;
-                let h: Vec<f64> = h.par_iter().map(|&v| v as f64 * f).collect();
-                (key, prepare(h, cols))
+                (key, prepare(linalg::symmetric(&h, cols, f), cols))
             })
             .collect();
     for &name in names {
