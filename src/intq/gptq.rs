@@ -20,9 +20,9 @@ use crate::gguf::GgmlType;
 use crate::hf::Checkpoint;
 use crate::model::attention::{KvCache, attention};
 use crate::model::ffn;
-use crate::model::ops::{Rope, rms_norm_rows, silu};
+use crate::model::ops::{Rope, add, rms_norm_rows};
 use crate::model::weights::{HfWeights, Weights};
-use crate::model::{Config, Mat, Name, Observer, matmul};
+use crate::model::{Config, Mat, Name, matmul};
 use crate::progress::Progress;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
@@ -192,18 +192,13 @@ fn attention_block(w: &dyn Weights, rope: &Rope, l: usize, xn: &[f32]) -> Result
 }
 
 /// The feed-forward block of layer `l` on normed input `xn`.
-fn ffn_block(
-    w: &dyn Weights,
-    l: usize,
-    xn: &[f32],
-    obs: &mut Option<Observer>,
-) -> Result<Vec<f32>> {
+fn ffn_block(w: &dyn Weights, l: usize, xn: &[f32]) -> Result<Vec<f32>> {
     let c = w.config();
     let n = xn.len() / c.hidden;
     if c.is_moe() {
-        ffn::moe(w, c, l, xn, n, obs)
+        ffn::moe(w, c, l, xn, n, &mut None)
     } else {
-        ffn::dense(w, l, xn, n, obs)
+        ffn::dense(w, l, xn, n, &mut None)
     }
 }
 
@@ -223,12 +218,6 @@ impl Hessians {
             .or_insert_with(|| (0, vec![0f32; cols * cols]));
         linalg::add_xtx(h, x, n, cols);
         *cnt += n;
-    }
-}
-
-fn add(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
     }
 }
 
@@ -374,9 +363,7 @@ fn quantize_layer(
         let xn = rms_norm_rows(x, &ffn_norm, eps);
         let n = x.len() / h;
         let act = |gate, up, x: &[f32], n| -> Result<Vec<f32>> {
-            let g = matmul(&ov.mat(gate)?, x, n);
-            let u = matmul(&ov.mat(up)?, x, n);
-            Ok(g.iter().zip(&u).map(|(&g, &u)| silu(g) * u).collect())
+            Ok(ffn::gated(&ov.mat(gate)?, &ov.mat(up)?, x, n))
         };
         if c.is_moe() {
             for (e, chosen) in ffn::by_expert(&ov, c, l, &xn, n)?.iter().enumerate() {
@@ -402,8 +389,7 @@ fn quantize_layer(
     quantize_group(&down, hs, ck, opts, &mut ov, out, progress)?;
     // The layer's output with all its quantized weights: the next layer's input.
     for x in xs.iter_mut() {
-        let y = ffn_block(&ov, l, &rms_norm_rows(x, &ffn_norm, eps), &mut None)
-            .context("gptq layer pass")?;
+        let y = ffn_block(&ov, l, &rms_norm_rows(x, &ffn_norm, eps)).context("gptq layer pass")?;
         add(x, &y);
     }
     Ok(())

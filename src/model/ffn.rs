@@ -19,6 +19,15 @@ pub fn swiglu(
     n: usize,
     obs: Option<(&mut Observer, Name)>,
 ) -> Vec<f32> {
+    let h = gated(gate, up, x, n);
+    if let Some((o, name)) = obs {
+        o(name, &h, n);
+    }
+    matmul(down, &h, n)
+}
+
+/// `silu(gate(x)) * up(x)` for `n` positions: down's input.
+pub fn gated(gate: &Mat, up: &Mat, x: &[f32], n: usize) -> Vec<f32> {
     let g = matmul(gate, x, n);
     let u = matmul(up, x, n);
     // Element-wise (each value computed alone), in parallel: a prompt has n * ffn of them.
@@ -30,10 +39,7 @@ pub fn swiglu(
                 *h = silu(*h) * u;
             }
         });
-    if let Some((o, name)) = obs {
-        o(name, &h, n);
-    }
-    matmul(down, &h, n)
+    h
 }
 
 /// The dense MLP of layer `l`.

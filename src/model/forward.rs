@@ -8,7 +8,7 @@ use super::device::Device;
 use super::ffn;
 use super::mat::matmul;
 use super::names::Name;
-use super::ops::{Rope, rms_norm_rows};
+use super::ops::{Rope, add, rms_norm_rows};
 use super::weights::{self, Weights};
 use anyhow::{Result, ensure};
 use std::path::Path;
@@ -222,11 +222,4 @@ impl Model {
 
 fn norm(w: &dyn Weights, name: Name) -> Result<Vec<f32>> {
     Ok(w.mat(name)?.to_f32())
-}
-
-/// The residual connection.
-fn add(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
 }

@@ -38,6 +38,13 @@ pub fn softmax(x: &mut [f32]) {
 }
 
 /// SiLU, `x * sigmoid(x)`.
+/// The residual connection: `x += y`, element by element.
+pub fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
